@@ -1,0 +1,85 @@
+"""oversquash_lens: how information about each input token reaches the last token.
+
+A TransformerLens plugin implementing the measurements of Barbero et al., "Transformers
+need glasses! Information over-squashing in language tasks" (NeurIPS 2024).
+"""
+
+from . import capture as capture
+from . import precision as precision
+from ._adapter import ModelAdapter as ModelAdapter
+from ._attach import Recording as Recording
+from ._attach import attach as attach
+from ._capture import emulate_precision as emulate_precision
+from ._capture import intervene as intervene
+from ._capture import native_dtype as native_dtype
+from ._capture import preserve_state as preserve_state
+from ._capture import record as record
+from ._errors import BackendUnavailableError as BackendUnavailableError
+from ._errors import EmptySequenceError as EmptySequenceError
+from ._errors import IncompatibleRunError as IncompatibleRunError
+from ._errors import MissingHookError as MissingHookError
+from ._errors import ModelLoadError as ModelLoadError
+from ._errors import OversquashLensError as OversquashLensError
+from ._errors import PatternsUnavailableError as PatternsUnavailableError
+from ._errors import PromptTooLongError as PromptTooLongError
+from ._errors import UnknownModelError as UnknownModelError
+from ._errors import UnknownPrecisionError as UnknownPrecisionError
+from ._errors import UnsupportedModelError as UnsupportedModelError
+from ._errors import UnsupportedPrecisionError as UnsupportedPrecisionError
+from .analyzers import Analyzer as Analyzer
+from .analyzers import ResidualNorms as ResidualNorms
+from .analyzers import ResidualNormsResult as ResidualNormsResult
+from .analyzers import RunRecord as RunRecord
+from .models import ModelInfo as ModelInfo
+from .models import list_models as list_models
+from .models import load_model as load_model
+from .models import model_info as model_info
+from .models import register_model as register_model
+from .precision import FloatFormat as FloatFormat
+from .precision import get_format as get_format
+from .precision import machine_epsilon as machine_epsilon
+from .precision import round_to_format as round_to_format
+from .precision import ulp_distance as ulp_distance
+from .results import Provenance as Provenance
+from .results import Result as Result
+
+__all__ = [
+    "Analyzer",
+    "ModelAdapter",
+    "Provenance",
+    "Recording",
+    "ResidualNorms",
+    "ResidualNormsResult",
+    "Result",
+    "RunRecord",
+    "attach",
+    "capture",
+    "emulate_precision",
+    "intervene",
+    "native_dtype",
+    "preserve_state",
+    "record",
+    "BackendUnavailableError",
+    "EmptySequenceError",
+    "FloatFormat",
+    "IncompatibleRunError",
+    "MissingHookError",
+    "ModelInfo",
+    "ModelLoadError",
+    "OversquashLensError",
+    "PatternsUnavailableError",
+    "PromptTooLongError",
+    "UnknownModelError",
+    "UnknownPrecisionError",
+    "UnsupportedModelError",
+    "UnsupportedPrecisionError",
+    "get_format",
+    "list_models",
+    "load_model",
+    "machine_epsilon",
+    "model_info",
+    "precision",
+    "register_model",
+    "round_to_format",
+    "ulp_distance",
+]

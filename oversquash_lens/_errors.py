@@ -1,0 +1,55 @@
+"""Exceptions raised by oversquash_lens. Each message says what to do next."""
+
+
+class OversquashLensError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class UnknownModelError(OversquashLensError, KeyError):
+    """A model name that is neither registered here nor loadable by TransformerLens."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelLoadError(OversquashLensError, RuntimeError):
+    """A model could not be loaded (e.g. its weights need a network that is not there)."""
+
+
+class BackendUnavailableError(OversquashLensError, ImportError):
+    """The requested TransformerLens backend does not exist in the installed version."""
+
+
+class UnsupportedModelError(OversquashLensError, TypeError):
+    """An object that is neither a HookedTransformer nor a TransformerBridge."""
+
+
+class MissingHookError(OversquashLensError, RuntimeError):
+    """A hook point an analysis needs does not exist or does not fire on this model."""
+
+
+class PatternsUnavailableError(MissingHookError):
+    """The model's attention kernel never materializes attention patterns (SDPA / flash)."""
+
+
+class PromptTooLongError(OversquashLensError, ValueError):
+    """A prompt has more tokens than the model's context window."""
+
+
+class EmptySequenceError(OversquashLensError, ValueError):
+    """A prompt or sequence with no tokens."""
+
+
+class UnknownPrecisionError(OversquashLensError, KeyError):
+    """A precision name that is not a known format."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedPrecisionError(OversquashLensError, RuntimeError):
+    """A precision the device cannot run natively (emulate it instead)."""
+
+
+class IncompatibleRunError(OversquashLensError, RuntimeError):
+    """An analyzer saw a run it cannot serve (e.g. gradients disabled, no patterns)."""
