@@ -20,6 +20,7 @@ from torch import Tensor
 
 from . import _hooknames as names
 from ._errors import MissingHookError, UnsupportedPrecisionError
+from ._tensors import HF_FLOAT32_BUFFERS, cast_floating_
 from .precision import FormatLike, get_format, round_to_format
 
 HookFn = Callable[..., Any]  # fn(activation, *, hook) -> replacement or None
@@ -241,13 +242,10 @@ class _Snapshot:
     grad_enabled: bool = True
 
 
-def _snapshot(model: Any, *, keep_data: bool) -> _Snapshot:
+def _snapshot(model: Any) -> _Snapshot:
     snap = _Snapshot(grad_enabled=torch.is_grad_enabled())
     snap.training = {m: m.training for m in model.modules()}
     snap.requires_grad = {p: p.requires_grad for p in model.parameters()}
-    if keep_data:
-        for tensor in _floating_tensors(model):
-            snap.data[tensor] = tensor.data
     snap.cfg_dtype = getattr(model.cfg, "dtype", None)
     return snap
 
@@ -264,14 +262,6 @@ def _restore(model: Any, snap: _Snapshot) -> None:
     torch.set_grad_enabled(snap.grad_enabled)
 
 
-def _floating_tensors(model: Any) -> list[Tensor]:
-    seen: dict[int, Tensor] = {}
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.is_floating_point():
-            seen.setdefault(id(tensor), tensor)
-    return list(seen.values())
-
-
 @contextmanager
 def preserve_state(model: Any) -> Iterator[Any]:
     """Restore train/eval flags, ``requires_grad`` and the global grad mode on exit.
@@ -284,7 +274,7 @@ def preserve_state(model: Any) -> Iterator[Any]:
         >>> model.training
         False
     """
-    snap = _snapshot(model, keep_data=False)
+    snap = _snapshot(model)
     try:
         yield model
     finally:
@@ -298,9 +288,10 @@ _NATIVE = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 def native_dtype(model: Any, dtype: FormatLike) -> Iterator[Any]:
     """Run the model natively in another dtype inside the block, then restore it exactly.
 
-    Parameters and floating buffers get new tensors in ``dtype``; the original tensors
-    are kept (not round-tripped), so float32 weights come back bit-identical. Peak memory
-    is the original model plus its copy in ``dtype``.
+    Every floating tensor the model computes with (parameters, the bridge's processed
+    weights, HookedTransformer's buffers) gets new data in ``dtype``; the original data is
+    kept, not round-tripped, so float32 weights come back bit-identical. Peak memory is
+    the original model plus its copy in ``dtype``.
 
     Raises:
         UnsupportedPrecisionError: For formats torch cannot run natively (fp8, custom
@@ -322,22 +313,10 @@ def native_dtype(model: Any, dtype: FormatLike) -> Iterator[Any]:
             f"osl.emulate_precision(model, {fmt.name!r})"
         )
     target = fmt.torch_dtype
-    from ._compat import tl_version
-
-    if (
-        target != torch.float32
-        and type(model).__name__ == "TransformerBridge"
-        and tl_version().startswith("3.")
-    ):
-        raise UnsupportedPrecisionError(
-            f"TransformerLens {tl_version()}'s TransformerBridge breaks when cast after "
-            f"compatibility mode; load it in that dtype instead: "
-            f"osl.load_model(name, backend='bridge', dtype={fmt.name!r})"
-        )
-    snap = _snapshot(model, keep_data=True)
+    assert target is not None
+    snap = _snapshot(model)
     try:
-        for tensor in _floating_tensors(model):
-            tensor.data = tensor.data.to(target)
+        snap.data = cast_floating_(model, target, keep=HF_FLOAT32_BUFFERS)
         if snap.cfg_dtype is not None:
             model.cfg.dtype = target
         yield model

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .._compat import bridge_class, hooked_transformer_class
+from .._tensors import HF_FLOAT32_BUFFERS, cast_floating_
 
 
 @dataclass
@@ -160,25 +161,22 @@ def build_hooked(
     return model.eval()
 
 
-def cast_parameters(hf_model: Any, dtype: torch.dtype) -> None:
-    """Cast floating parameters (not buffers such as rotary frequencies) to ``dtype``."""
-    for param in hf_model.parameters():
-        if param.is_floating_point() and param.dtype != dtype:
-            param.data = param.data.to(dtype)
-
-
 def build_bridge(src: Source, *, processed: bool, dtype: torch.dtype, device: str) -> Any:
     """A TransformerBridge over ``src.hf_model`` in compatibility mode.
 
-    The HF model is cast to ``dtype`` *before* booting: TL 3.9's bridge breaks when cast
-    after compatibility mode. ``processed`` chooses HookedTransformer-style weight
-    processing (fold_ln, centering) or raw weights with the same hook names.
+    Booted and processed in float32, then cast to ``dtype`` the same way as the
+    HookedTransformer (processing in float32 first), except that the Hugging Face rotary
+    frequencies stay float32. Casting with ``.to()`` would miss the processed weights
+    compatibility mode keeps as plain attributes (and breaks TL 3.9's bridge).
+    ``processed`` chooses HookedTransformer-style weight processing (fold_ln, centering)
+    or raw weights with the same hook names.
     """
-    hf_model = src.hf_model.to(device)
-    cast_parameters(hf_model, dtype)
     bridge = bridge_class().boot_transformers(
-        src.name, hf_model=hf_model, tokenizer=src.tokenizer, dtype=dtype
+        src.name, hf_model=src.hf_model.to(device), tokenizer=src.tokenizer, dtype=torch.float32
     )
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=not processed)
     bridge.cfg.default_prepend_bos = src.prepend_bos
+    if dtype != torch.float32:
+        cast_floating_(bridge, dtype, keep=HF_FLOAT32_BUFFERS)
+        bridge.cfg.dtype = dtype
     return bridge.eval()
