@@ -165,7 +165,10 @@ class ModelAdapter:
             if not texts or any(t == "" for t in texts):
                 raise EmptySequenceError("empty prompt: give at least one token of text")
             bos = self.prepend_bos if prepend_bos is None else prepend_bos
-            tokens = self.model.to_tokens(texts if len(texts) > 1 else texts[0], prepend_bos=bos)
+            # truncate=False: TransformerLens would otherwise cut long prompts silently
+            tokens = self.model.to_tokens(
+                texts if len(texts) > 1 else texts[0], prepend_bos=bos, truncate=False
+            )
         return self.check_tokens(tokens)
 
     def check_tokens(self, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
@@ -219,10 +222,11 @@ class ModelAdapter:
         return self._fired
 
     def require_hooks(self, hook_names: Sequence[str]) -> None:
-        """Check that every name exists and fires.
+        """Check that every name exists and fires; switch to eager attention if needed.
 
         Raises:
-            PatternsUnavailableError: If attention patterns do not fire (SDPA / flash).
+            PatternsUnavailableError: If attention patterns do not fire and the model cannot
+                be switched to an attention kernel that materializes them.
             MissingHookError: For any other name that is missing or silent.
         """
         points = hook_dict(self.model)
@@ -232,55 +236,62 @@ class ModelAdapter:
                 f"{self.info.name} ({self.backend}) has no hook points {missing[:4]}; for a "
                 "TransformerBridge call enable_compatibility_mode() first"
             )
-        fired = self.fired_hooks()
         standard = [n for n in hook_names if _is_standard(n)]
-        silent = [n for n in standard if n not in fired]
-        if any(n.endswith("hook_pattern") for n in silent):
-            self.ensure_patterns(switch=False)
+        if any(n.endswith("hook_pattern") and n not in self.fired_hooks() for n in standard):
+            self.ensure_patterns(switch=True)
+        silent = [n for n in standard if n not in self.fired_hooks()]
         if silent:
             raise MissingHookError(
-                f"hook points {silent[:4]} exist on {self.info.name} but never fire"
+                f"hook points {silent[:4]} exist on {self.info.name} ({self.backend}) but "
+                "never fire in a forward pass"
             )
 
     @property
     def attention_implementation(self) -> str:
-        """``"eager"`` when attention patterns are computed explicitly."""
+        """The attention kernel: ``"eager"`` computes patterns explicitly.
+
+        A bridge reports its Hugging Face model's setting; whether patterns really fire is
+        decided by :meth:`ensure_patterns`, from a probe run.
+        """
         if self.backend == "hooked":
             return "eager"
         config = getattr(getattr(self.model, "original_model", None), "config", None)
         return str(getattr(config, "_attn_implementation", None) or "unknown")
 
     def ensure_patterns(self, *, switch: bool = True) -> None:
-        """Make sure attention patterns are materialized, switching to eager if allowed.
+        """Make sure attention patterns fire, switching a bridge to eager attention if allowed.
+
+        SDPA / flash kernels never materialize the attention matrix. A TransformerBridge in
+        compatibility mode usually computes patterns itself whatever its Hugging Face
+        kernel; when it does not, its model is switched to eager attention.
 
         Args:
-            switch: Change a bridge's Hugging Face model to eager attention when it uses
-                SDPA / flash attention (which never materialize patterns).
+            switch: Allow changing the Hugging Face model's attention implementation.
 
         Raises:
             PatternsUnavailableError: If patterns cannot be obtained.
         """
-        probe_name = self.pattern(0)
-        if self.attention_implementation != "eager":
-            if not switch:
-                raise PatternsUnavailableError(
-                    f"{self.info.name} uses {self.attention_implementation} attention, which "
-                    "never materializes attention patterns. Load the Hugging Face model with "
-                    "attn_implementation='eager', or call adapter.ensure_patterns(switch=True)"
-                )
-            hf_model = self.model.original_model
-            try:
-                hf_model.set_attn_implementation("eager")
-            except (AttributeError, ValueError) as exc:
-                raise PatternsUnavailableError(
-                    f"could not switch {self.info.name} to eager attention ({exc}); reload "
-                    "it with attn_implementation='eager'"
-                ) from exc
-            self._fired = None
-        if probe_name not in self.fired_hooks():
+        name = self.pattern(0)
+        if name in self.fired_hooks():
+            return
+        where = f"{self.info.name} ({self.backend}, attention {self.attention_implementation})"
+        if not switch or self.backend == "hooked":
             raise PatternsUnavailableError(
-                f"attention patterns ({probe_name}) do not fire on {self.info.name} "
-                f"({self.backend}, attention {self.attention_implementation})"
+                f"attention patterns ({name}) do not fire on {where}. Load the model with "
+                "attn_implementation='eager', or call adapter.ensure_patterns(switch=True)"
+            )
+        try:
+            self.model.original_model.set_attn_implementation("eager")
+        except (AttributeError, ValueError) as exc:
+            raise PatternsUnavailableError(
+                f"attention patterns do not fire on {where}, and switching it to eager "
+                f"attention failed ({exc}); reload it with attn_implementation='eager'"
+            ) from exc
+        self._fired = None
+        if name not in self.fired_hooks():
+            raise PatternsUnavailableError(
+                f"attention patterns ({name}) do not fire on {where}, even with eager "
+                "attention; this backend cannot expose them"
             )
 
     # ------------------------------------------------------------------ provenance

@@ -7,15 +7,16 @@ import torch
 # (rtol, atol) for comparing two computations of the same quantity.
 # float64: reassociation error of a few ulps on O(1) values (2.2e-16 each), accumulated
 #   over sums of up to ~10^4 terms.
-# float32: ulp 1.2e-7; matmul reductions over d_model <= 1536 and 30 layers accumulate
-#   to ~1e-5 relative.
+# float32: ulp 1.2e-7 on O(1) activations; weight folding reorders every reduction, and a
+#   few layers of d_model-long dot products accumulate ~1e-6..1e-5 absolute error.
 # bfloat16 / float16: one rounding of an O(1) value is 2^-8 / 2^-11 relative; a forward
-#   pass compounds several.
+#   pass through a tiny model compounds ~20 of them on logits of size ~3.
+# Pass the least precise dtype involved in the comparison.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-10, 1e-12),
-    torch.float32: (1e-5, 1e-6),
-    torch.float16: (1e-2, 1e-3),
-    torch.bfloat16: (5e-2, 1e-2),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (5e-2, 1e-1),
 }
 
 
@@ -24,16 +25,33 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, check_dtype=False)
 
 
-def leftover_hooks(model: Any) -> list[str]:
-    """Names of HookPoints that still carry any hook, and root-module hooks."""
-    dirty = []
-    for name, point in model.hook_dict.items():
-        if point.fwd_hooks or point.bwd_hooks or point._forward_hooks or point._backward_hooks:
-            dirty.append(name)
-    for module_name, module in model.named_modules():
-        if module._forward_pre_hooks:
-            dirty.append(f"{module_name or '<root>'}: forward pre-hook")
-    return dirty
+def hook_registry(model: Any) -> dict[str, tuple[Any, ...]]:
+    """Every torch hook registered anywhere in the model, by module (handle ids), plus the
+    TransformerLens handle lists of each HookPoint. Equal snapshots = same hooks.
+
+    Runs ``run_with_cache`` once first: on its first passes TransformerBridge wires
+    permanent capture hooks of its own into each block, and transformers installs an
+    output-capturing hook; neither is ours to remove, and both stay fixed afterwards.
+    """
+    with torch.no_grad():
+        model.run_with_cache(torch.zeros((1, 2), dtype=torch.long, device=model.W_E.device))
+    out: dict[str, tuple[Any, ...]] = {}
+    for name, module in model.named_modules():
+        out[name] = (
+            tuple(module._forward_pre_hooks),
+            tuple(module._forward_hooks),
+            tuple(module._backward_hooks),
+            tuple(module._backward_pre_hooks),
+            tuple(id(h) for h in getattr(module, "fwd_hooks", ())),
+            tuple(id(h) for h in getattr(module, "bwd_hooks", ())),
+        )
+    return out
+
+
+def leftover_hooks(model: Any, before: dict[str, tuple[Any, ...]]) -> list[str]:
+    """Modules whose hooks differ from the ``before`` snapshot."""
+    after = hook_registry(model)
+    return [name for name in after if after[name] != before.get(name)]
 
 
 def state_of(model: Any) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") 
 def load_model(
     name: str,
     *,
-    backend: Backend | None = None,
+    backend: str | None = None,
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "cpu",
     processed: bool = True,
