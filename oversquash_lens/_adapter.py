@@ -5,7 +5,9 @@ branch on the backend themselves.
 """
 
 import functools
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,6 +27,9 @@ from .models import ModelInfo, model_info
 from .results import Provenance
 
 Prompt = str | Sequence[str] | Tensor
+
+# Probe results per model: (attention implementation, hook names that fired).
+_FIRED: "weakref.WeakKeyDictionary[Any, tuple[str, set[str]]]" = weakref.WeakKeyDictionary()
 
 
 class ModelAdapter:
@@ -57,7 +62,6 @@ class ModelAdapter:
     def __init__(self, model: Any) -> None:
         self.backend: Backend = backend_of(model)
         self.model = model
-        self._fired: set[str] | None = None
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -187,11 +191,11 @@ class ModelAdapter:
             )
         return tokens
 
-    def to_str_tokens(self, tokens: Int[Tensor, "*batch pos"]) -> list[str]:
+    def to_str_tokens(self, tokens: Int[Tensor, " *batch pos"]) -> list[str]:
         """Token strings for one sequence of ids."""
         return [str(s) for s in self.model.to_str_tokens(tokens.reshape(-1))]
 
-    def to_string(self, tokens: Int[Tensor, "*batch pos"] | int) -> str:
+    def to_string(self, tokens: Int[Tensor, " *batch pos"] | int) -> str:
         """Decode ids to text."""
         return str(self.model.to_string(tokens))
 
@@ -201,33 +205,39 @@ class ModelAdapter:
         return name in hook_dict(self.model)
 
     def fired_hooks(self) -> set[str]:
-        """Standard hook names that actually fire in a forward pass (probed once).
+        """Standard hook names that actually fire in a forward pass.
 
         The bridge lists hooks that never fire (``hook_pos_embed`` on rotary models), so
-        presence is decided by running a 2-token probe, not by reading ``hook_dict``.
+        this runs a 2-token probe pass (once per model and attention kernel; the user's
+        own hooks on the model see it, ours do not).
         """
-        if self._fired is None:
-            candidates = [self.embed, names.POS_EMBED, self.final_norm]
-            for layer in range(self.n_layers):
-                candidates += [
-                    self.resid_pre(layer),
-                    self.resid_mid(layer),
-                    self.resid_post(layer),
-                    self.pattern(layer),
-                    self.z(layer),
-                    self.attn_out(layer),
-                ]
-            probe = torch.zeros((1, 2), dtype=torch.long, device=self.device)
-            self._fired = fired_hooks(self.model, candidates, probe)
-        return self._fired
+        key = self.attention_implementation
+        cached = _FIRED.get(self.model)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        candidates = [self.embed, names.POS_EMBED, self.final_norm]
+        for layer in range(self.n_layers):
+            candidates += [
+                self.resid_pre(layer),
+                self.resid_mid(layer),
+                self.resid_post(layer),
+                self.pattern(layer),
+                self.z(layer),
+                self.attn_out(layer),
+            ]
+        probe = torch.zeros((1, 2), dtype=torch.long, device=self.device)
+        fired = fired_hooks(self.model, candidates, probe)
+        _FIRED[self.model] = (key, fired)
+        return fired
 
     def require_hooks(self, hook_names: Sequence[str]) -> None:
-        """Check that every name exists and fires; switch to eager attention if needed.
+        """Check that every name exists (without running the model).
+
+        Whether each one fires is checked on the runs themselves: an analyzer whose hook
+        did not fire refuses that run with :class:`IncompatibleRunError`.
 
         Raises:
-            PatternsUnavailableError: If attention patterns do not fire and the model cannot
-                be switched to an attention kernel that materializes them.
-            MissingHookError: For any other name that is missing or silent.
+            MissingHookError: For names this model does not have.
         """
         points = hook_dict(self.model)
         missing = [n for n in hook_names if n not in points]
@@ -236,62 +246,65 @@ class ModelAdapter:
                 f"{self.info.name} ({self.backend}) has no hook points {missing[:4]}; for a "
                 "TransformerBridge call enable_compatibility_mode() first"
             )
-        standard = [n for n in hook_names if _is_standard(n)]
-        if any(n.endswith("hook_pattern") and n not in self.fired_hooks() for n in standard):
-            self.ensure_patterns(switch=True)
-        silent = [n for n in standard if n not in self.fired_hooks()]
-        if silent:
-            raise MissingHookError(
-                f"hook points {silent[:4]} exist on {self.info.name} ({self.backend}) but "
-                "never fire in a forward pass"
-            )
 
     @property
     def attention_implementation(self) -> str:
         """The attention kernel: ``"eager"`` computes patterns explicitly.
 
-        A bridge reports its Hugging Face model's setting; whether patterns really fire is
-        decided by :meth:`ensure_patterns`, from a probe run.
+        A bridge reports its Hugging Face model's setting.
         """
         if self.backend == "hooked":
             return "eager"
         config = getattr(getattr(self.model, "original_model", None), "config", None)
         return str(getattr(config, "_attn_implementation", None) or "unknown")
 
-    def ensure_patterns(self, *, switch: bool = True) -> None:
-        """Make sure attention patterns fire, switching a bridge to eager attention if allowed.
+    @contextmanager
+    def eager_attention(self) -> Iterator[None]:
+        """Inside the block, attention materializes its patterns; restored afterwards.
 
-        SDPA / flash kernels never materialize the attention matrix. A TransformerBridge in
-        compatibility mode usually computes patterns itself whatever its Hugging Face
-        kernel; when it does not, its model is switched to eager attention.
-
-        Args:
-            switch: Allow changing the Hugging Face model's attention implementation.
+        HookedTransformer always computes patterns. A TransformerBridge over a Hugging
+        Face model using SDPA / flash attention is switched to eager attention for the
+        block and switched back on exit (gradients are cheaper through SDPA).
 
         Raises:
-            PatternsUnavailableError: If patterns cannot be obtained.
+            PatternsUnavailableError: If the model cannot be switched.
+
+        Example:
+            >>> import oversquash_lens as osl
+            >>> adapter = osl.ModelAdapter(osl.load_model("tiny-gpt2"))
+            >>> with adapter.eager_attention():
+            ...     adapter.attention_implementation
+            'eager'
         """
-        name = self.pattern(0)
-        if name in self.fired_hooks():
+        previous = self.attention_implementation
+        if self.backend == "hooked" or previous == "eager":
+            yield
             return
-        where = f"{self.info.name} ({self.backend}, attention {self.attention_implementation})"
-        if not switch or self.backend == "hooked":
-            raise PatternsUnavailableError(
-                f"attention patterns ({name}) do not fire on {where}. Load the model with "
-                "attn_implementation='eager', or call adapter.ensure_patterns(switch=True)"
-            )
+        hf_model = getattr(self.model, "original_model", None)
         try:
-            self.model.original_model.set_attn_implementation("eager")
+            hf_model.set_attn_implementation("eager")  # type: ignore[union-attr]
         except (AttributeError, ValueError) as exc:
             raise PatternsUnavailableError(
-                f"attention patterns do not fire on {where}, and switching it to eager "
-                f"attention failed ({exc}); reload it with attn_implementation='eager'"
+                f"{self.info.name} uses {previous} attention, which never materializes "
+                f"attention patterns, and switching it to eager failed ({exc}); reload the "
+                "Hugging Face model with attn_implementation='eager'"
             ) from exc
-        self._fired = None
-        if name not in self.fired_hooks():
+        try:
+            yield
+        finally:
+            hf_model.set_attn_implementation(previous)  # type: ignore[union-attr]
+
+    def ensure_patterns(self) -> None:
+        """Check by a probe pass that attention patterns fire right now.
+
+        Raises:
+            PatternsUnavailableError: With what to do instead.
+        """
+        if self.pattern(0) not in self.fired_hooks():
             raise PatternsUnavailableError(
-                f"attention patterns ({name}) do not fire on {where}, even with eager "
-                "attention; this backend cannot expose them"
+                f"attention patterns do not fire on {self.info.name} ({self.backend}, "
+                f"attention {self.attention_implementation}); run inside "
+                "adapter.eager_attention(), or load the model with attn_implementation='eager'"
             )
 
     # ------------------------------------------------------------------ provenance

@@ -6,7 +6,7 @@ pass becomes one run, and each analyzer keeps what it needs from it.
 """
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from torch import Tensor
 
 from . import _capture as capture
 from ._adapter import ModelAdapter
+from ._errors import PromptTooLongError
 from .analyzers import Analyzer, RunRecord
 from .results import Result
 
@@ -24,46 +25,65 @@ class Recording:
     Attributes:
         adapter: The model's adapter.
         analyzers: ``{name: analyzer}`` in attach order.
+        hook_names: ``{name: the hook points that analyzer reads}``.
     """
 
     def __init__(self, adapter: ModelAdapter, analyzers: dict[str, Analyzer]) -> None:
         self.adapter = adapter
         self.analyzers = analyzers
+        self.hook_names = {key: list(a.hook_names(adapter)) for key, a in analyzers.items()}
         self._runs: list[dict[str, RunRecord]] = []
         self._current: dict[str, RunRecord] | None = None
-        self._needs: dict[str, list[str]] = {}
-        self._provenance = {
-            key: adapter.provenance(hook_names=a.hook_names(adapter))
-            for key, a in analyzers.items()
-        }
+        self._pending_tokens: Tensor | None = None
+        self._fired: set[str] = set()  # hook points that fired in the current run
         self._cache: dict[tuple[str, int], Result] = {}
 
     # -------------------------------------------------------------- recording side
-    def _start_run(self, tokens: Tensor | None) -> None:
+    def _on_tokens(self, tokens: Tensor | None) -> None:
+        """The embedding saw ``tokens``: they belong to the next run that starts."""
+        if tokens is not None and tokens.shape[-1] > self.adapter.n_ctx:
+            raise PromptTooLongError(
+                f"the input has {tokens.shape[-1]} tokens but {self.adapter.info.name} has a "
+                f"context window of n_ctx={self.adapter.n_ctx}; shorten it"
+            )
+        self._pending_tokens = tokens
+
+    def _start_run(self) -> dict[str, RunRecord]:
+        tokens, self._pending_tokens = self._pending_tokens, None
         index = len(self._runs)
         str_tokens = self.adapter.to_str_tokens(tokens[0]) if tokens is not None else []
+        precision = capture.active_precision(self.adapter.model)
         self._current = {
             key: RunRecord(
                 index=index,
                 tokens=tokens,
+                hook_names=self.hook_names[key],
                 grad_enabled=torch.is_grad_enabled(),
-                provenance=self._provenance[key],
+                provenance=self.adapter.provenance(
+                    hook_names=self.hook_names[key], precision=precision
+                ),
                 str_tokens=str_tokens,
             )
             for key in self.analyzers
         }
+        self._fired = set()
         self._runs.append(self._current)
+        return self._current
+
+    def _end_run(self) -> None:
+        self._current = None
 
     def _dispatch(self, name: str) -> capture.HookFn:
-        keys = [key for key, hooks in self._needs.items() if name in hooks]
+        keys = [key for key, hooks in self.hook_names.items() if name in hooks]
 
         def hook(activation: Tensor, hook: Any) -> None:
-            if self._current is None:  # a pass that did not start at the embedding
-                self._start_run(None)
-            assert self._current is not None
+            current = self._current
+            # No open run, or this point already fired in it: a new forward pass began.
+            if current is None or name in self._fired:
+                current = self._start_run()
+            self._fired.add(name)
             for key in keys:
-                kept = self.analyzers[key].keep(name, activation)
-                self._current[key].activations[name] = kept
+                current[key].activations[name] = self.analyzers[key].keep(name, activation)
 
         return hook
 
@@ -75,7 +95,7 @@ class Recording:
 
     def run(self, analyzer: str, index: int = -1) -> RunRecord:
         """What ``analyzer`` kept from run ``index``."""
-        return self._runs[index][analyzer]
+        return self._runs[self._index(index)][analyzer]
 
     def result(self, analyzer: str | Analyzer, index: int = -1) -> Result:
         """One analyzer's result for one run (computed once, then cached).
@@ -83,13 +103,19 @@ class Recording:
         Args:
             analyzer: Its name (``"ResidualNorms"``) or the analyzer object.
             index: Run number (negative counts from the end).
+
+        Example:
+            >>> import oversquash_lens as osl
+            >>> model = osl.load_model("tiny-gpt2")
+            >>> with osl.attach(model, osl.ResidualNorms()) as rec:
+            ...     _ = model(model.to_tokens("1 2"))
+            >>> rec.result("ResidualNorms").norms.shape
+            torch.Size([1, 3])
         """
         key = analyzer if isinstance(analyzer, str) else self._key_of(analyzer)
         if key not in self.analyzers:
             raise KeyError(f"no analyzer {key!r} attached; attached: {list(self.analyzers)}")
-        if not self._runs:
-            raise IndexError("no forward pass ran inside the attach block")
-        index = range(len(self._runs))[index]
+        index = self._index(index)
         if (key, index) not in self._cache:
             self._cache[key, index] = self.analyzers[key].compute(self._runs[index][key])
         return self._cache[key, index]
@@ -100,6 +126,16 @@ class Recording:
         return {
             key: [self.result(key, i) for i in range(len(self._runs))] for key in self.analyzers
         }
+
+    def _index(self, index: int) -> int:
+        if not self._runs:
+            raise IndexError(
+                "no forward pass ran inside the attach block: run the model inside "
+                "`with osl.attach(...) as rec:`"
+            )
+        if not -len(self._runs) <= index < len(self._runs):
+            raise IndexError(f"run {index} does not exist: {len(self._runs)} runs were seen")
+        return range(len(self._runs))[index]
 
     def _key_of(self, analyzer: Analyzer) -> str:
         for key, value in self.analyzers.items():
@@ -127,8 +163,11 @@ def _unique_keys(analyzers: tuple[Analyzer, ...]) -> dict[str, Analyzer]:
 def attach(model: Any, *analyzers: Analyzer) -> Iterator[Recording]:
     """Attach analyzers to a model for the runs made inside the block.
 
-    Every hook is removed when the block ends, also if it raises. The user's own hooks
-    (added before, or through ``run_with_hooks`` inside) keep working alongside.
+    Each forward pass inside the block is one run; analyzers see the values the model
+    actually used (after precision emulation and the user's own patching hooks). Every
+    hook is removed when the block ends, also if it raises, and the model's state is
+    restored (see :func:`~oversquash_lens.preserve_state`). Analyzers that read attention
+    patterns get eager attention for the block (a bridge over SDPA is switched back after).
 
     Args:
         model: HookedTransformer or TransformerBridge.
@@ -138,7 +177,7 @@ def attach(model: Any, *analyzers: Analyzer) -> Iterator[Recording]:
         A :class:`Recording`; ``rec.results`` holds one result per run per analyzer.
 
     Raises:
-        MissingHookError: If a needed hook point does not exist or never fires.
+        MissingHookError: If a needed hook point does not exist.
 
     Example:
         >>> import oversquash_lens as osl
@@ -154,11 +193,16 @@ def attach(model: Any, *analyzers: Analyzer) -> Iterator[Recording]:
     for analyzer in keyed.values():
         analyzer.bind(adapter)
     rec = Recording(adapter, keyed)
-    rec._needs = {key: a.hook_names(adapter) for key, a in keyed.items()}
-    needed = sorted({name for names in rec._needs.values() for name in names})
-    with (
-        capture.run_boundaries(model, rec._start_run),
-        capture.hooks(model, [(name, rec._dispatch(name)) for name in needed]),
-    ):
+    # blocks.0.hook_resid_pre fires in every full pass, so a pass is a run even when none
+    # of the analyzers' own hook points fire in it (they then refuse it, saying why).
+    marker = adapter.resid_pre(0)
+    needed = sorted({marker, *(name for names in rec.hook_names.values() for name in names)})
+    with ExitStack() as stack:
+        if any(name.endswith("hook_pattern") for name in needed):
+            stack.enter_context(adapter.eager_attention())
+        stack.enter_context(capture.run_boundaries(model, rec._on_tokens, rec._end_run))
+        stack.enter_context(
+            capture.hooks(model, [(name, rec._dispatch(name)) for name in needed], order="last")
+        )
         yield rec
     rec._current = None

@@ -1,17 +1,24 @@
 """The only module that touches hooks: record, intervene, emulate precision, mark runs.
 
-Every context manager here removes exactly the hooks it added (never the user's), on
-normal exit and when the body raises, and restores what it changed on the model.
+Every context manager here removes exactly the hooks it added (never the user's) and
+restores the model's train/eval flags, ``requires_grad`` flags, grad mode, dtype and
+weights' storage on exit, also when the block raises.
 
 Our hooks are registered as *permanent* TransformerLens hooks so that a user's
 ``run_with_hooks`` / ``run_with_cache`` / ``reset_hooks()`` inside the block leaves them
 alone; we remove them ourselves by handle.
+
+Order at a hook point: precision rounding runs first (everyone downstream sees the
+rounded value); observers (``record``, ``attach``) are moved to the end at the start of
+every forward pass, so they see the value the model actually used, after the user's own
+patching hooks.
 """
 
 import difflib
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,15 +26,18 @@ import torch
 from torch import Tensor
 
 from . import _hooknames as names
+from ._dtypes import native_torch_dtype
 from ._errors import MissingHookError, UnsupportedPrecisionError
 from ._tensors import HF_FLOAT32_BUFFERS, cast_floating_
 from .precision import FormatLike, get_format, round_to_format
 
 HookFn = Callable[..., Any]  # fn(activation, *, hook) -> replacement or None
 Direction = Literal["fwd", "bwd"]
+Order = Literal["append", "first", "last"]
 
 __all__ = [
     "ActivationRecord",
+    "active_precision",
     "emulate_precision",
     "fired_hooks",
     "hook_dict",
@@ -39,6 +49,11 @@ __all__ = [
     "record",
     "run_boundaries",
 ]
+
+# Models running a hidden probe pass (fired_hooks): our hooks stay silent during it.
+_PROBING: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+# Precision contexts active on each model, innermost last, for provenance.
+_PRECISION: "weakref.WeakKeyDictionary[torch.nn.Module, list[str]]" = weakref.WeakKeyDictionary()
 
 
 def hook_dict(model: Any) -> dict[str, Any]:
@@ -60,13 +75,123 @@ def hook_point(model: Any, name: str, points: dict[str, Any] | None = None) -> A
     raise MissingHookError(f"this model has no hook point named {name!r}.{hint}")
 
 
+def active_precision(model: Any) -> str | None:
+    """The precision contexts active on ``model`` (native dtype / emulation), or None.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> with osl.emulate_precision(model, "bf16"):
+        ...     active_precision(model)
+        'bfloat16 emulated at residual'
+    """
+    stack = _PRECISION.get(model)
+    return "; ".join(stack) if stack else None
+
+
+@contextmanager
+def _precision_label(model: Any, label: str) -> Iterator[None]:
+    stack = _PRECISION.setdefault(model, [])
+    stack.append(label)
+    try:
+        yield
+    finally:
+        stack.remove(label)
+
+
+# --------------------------------------------------------------------------- state
+@dataclass
+class _Snapshot:
+    training: dict[torch.nn.Module, bool] = field(default_factory=dict)
+    requires_grad: dict[torch.nn.Parameter, bool] = field(default_factory=dict)
+    slots: list[tuple[torch.nn.Module, str, str, Tensor]] = field(default_factory=list)
+    data: dict[Tensor, Tensor] = field(default_factory=dict)
+    cfg_dtype: Any = None
+    grad_enabled: bool = True
+
+
+def _tensor_slots(model: Any) -> list[tuple[torch.nn.Module, str, str, Tensor]]:
+    """(module, kind, name, tensor) for every floating parameter, buffer and attribute."""
+    slots = []
+    for module in model.modules():
+        for kind, table in (
+            ("param", module._parameters),
+            ("buffer", module._buffers),
+            ("attr", vars(module)),
+        ):
+            for name, value in table.items():
+                if isinstance(value, Tensor) and value.is_floating_point():
+                    slots.append((module, kind, name, value))
+    return slots
+
+
+def _snapshot(model: Any) -> _Snapshot:
+    # References only, no copies: enough to undo casts (which swap storage or, for
+    # buffers, whole tensor objects) made inside the block.
+    slots = _tensor_slots(model)
+    return _Snapshot(
+        training={m: m.training for m in model.modules()},
+        requires_grad={p: p.requires_grad for p in model.parameters()},
+        slots=slots,
+        data={tensor: tensor.data for _, _, _, tensor in slots},
+        cfg_dtype=getattr(model.cfg, "dtype", None),
+        grad_enabled=torch.is_grad_enabled(),
+    )
+
+
+def _restore(model: Any, snap: _Snapshot) -> None:
+    for module, kind, name, tensor in snap.slots:
+        table = {"param": module._parameters, "buffer": module._buffers}.get(kind)
+        current = table.get(name) if table is not None else vars(module).get(name)
+        if current is not tensor:
+            if table is not None:
+                table[name] = tensor  # type: ignore[assignment]
+            else:
+                setattr(module, name, tensor)
+    for tensor, data in snap.data.items():
+        if tensor.data.data_ptr() != data.data_ptr() or tensor.dtype != data.dtype:
+            tensor.data = data
+    if snap.cfg_dtype is not None:
+        model.cfg.dtype = snap.cfg_dtype
+    for param, flag in snap.requires_grad.items():
+        param.requires_grad_(flag)
+    for module, flag in snap.training.items():
+        module.training = flag
+    torch.set_grad_enabled(snap.grad_enabled)
+
+
+@contextmanager
+def preserve_state(model: Any) -> Iterator[Any]:
+    """Restore the model's state on exit, also when the block raises.
+
+    Restored: train/eval flags of every module, ``requires_grad`` of every parameter,
+    the global grad mode, ``cfg.dtype``, and the storage of every floating tensor (so a
+    cast inside the block, ``model.to(torch.bfloat16)`` included, is undone exactly).
+    In-place edits of weights are not undone.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> with osl.preserve_state(model):
+        ...     _ = model.train()
+        >>> model.training
+        False
+    """
+    snap = _snapshot(model)
+    try:
+        yield model
+    finally:
+        _restore(model, snap)
+
+
+# --------------------------------------------------------------------------- hooks
 def _handles(point: Any, direction: Direction) -> list[Any]:
     return point.fwd_hooks if direction == "fwd" else point.bwd_hooks
 
 
-def _add(point: Any, fn: HookFn, direction: Direction) -> Any:
+def _add(point: Any, fn: HookFn, direction: Direction, prepend: bool) -> Any:
     before = list(_handles(point, direction))
-    point.add_hook(fn, dir=direction, is_permanent=True)
+    point.add_hook(fn, dir=direction, is_permanent=True, prepend=prepend)
     added = [h for h in _handles(point, direction) if not any(h is b for b in before)]
     if len(added) != 1:  # pragma: no cover - would mean TransformerLens changed add_hook
         raise RuntimeError("could not identify the hook handle TransformerLens created")
@@ -82,22 +207,47 @@ def _remove(point: Any, handle: Any, direction: Direction) -> None:
         point.bwd_hooks = kept
 
 
+def _silent_when_probing(model: Any, fn: HookFn) -> HookFn:
+    def hook(activation: Any, hook: Any) -> Any:
+        if model in _PROBING:
+            return None
+        return fn(activation, hook=hook)
+
+    return hook
+
+
+def _embedding_module(model: Any) -> torch.nn.Module:
+    embed = getattr(model, "embed", None)
+    if not isinstance(embed, torch.nn.Module):
+        raise MissingHookError(
+            "cannot find the token embedding module (model.embed); for a TransformerBridge "
+            "call enable_compatibility_mode() first"
+        )
+    return embed
+
+
 @contextmanager
 def hooks(
     model: Any,
     fwd_hooks: Sequence[tuple[str, HookFn]] = (),
     bwd_hooks: Sequence[tuple[str, HookFn]] = (),
+    *,
+    order: Order = "append",
 ) -> Iterator[Any]:
     """Add TransformerLens-style hooks for the duration of a block.
 
     Hook functions have TransformerLens's signature ``fn(activation, *, hook)`` and may
     return a replacement tensor. Only the hooks added here are removed at the end, also
-    when the block raises; hooks the user added before or inside the block stay.
+    when the block raises; hooks the user added before or inside the block stay. The
+    model's state is restored as by :func:`preserve_state`.
 
     Args:
         model: HookedTransformer or TransformerBridge.
         fwd_hooks: ``(hook_name, fn)`` pairs run on the forward pass.
         bwd_hooks: ``(hook_name, fn)`` pairs run on the backward pass.
+        order: ``"append"`` after existing hooks; ``"first"`` before every other hook at
+            that point; ``"last"`` after every other hook, re-checked at the start of
+            each forward pass (for observers that must see the final value).
 
     Yields:
         The model.
@@ -113,18 +263,59 @@ def hooks(
     """
     points = hook_dict(model)
     added: list[tuple[Any, Any, Direction]] = []
+    with preserve_state(model), ExitStack() as stack:
+        try:
+            for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
+                for name, fn in pairs:
+                    point = hook_point(model, name, points)
+                    handle = _add(
+                        point, _silent_when_probing(model, fn), direction, order == "first"
+                    )
+                    added.append((point, handle, direction))  # type: ignore[arg-type]
+            if order == "last" and added:
+                stack.enter_context(_keep_last(model, [(p, h) for p, h, d in added if d == "fwd"]))
+            yield model
+        finally:
+            for point, handle, direction in reversed(added):
+                _remove(point, handle, direction)
+
+
+@contextmanager
+def _keep_last(model: Any, handles: list[tuple[Any, Any]]) -> Iterator[None]:
+    """Move our forward hooks to the end of their points whenever a pass starts."""
+
+    def move(module: torch.nn.Module, args: Any) -> None:
+        for point, handle in handles:
+            if handle.hook.id in point._forward_hooks:
+                point._forward_hooks.move_to_end(handle.hook.id)
+
+    registration = _embedding_module(model).register_forward_pre_hook(move)
     try:
-        for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
-            for name, fn in pairs:
-                point = hook_point(model, name, points)
-                added.append((point, _add(point, fn, direction), direction))  # type: ignore[arg-type]
-        yield model
+        yield
     finally:
-        for point, handle, direction in reversed(added):
-            _remove(point, handle, direction)
+        registration.remove()
 
 
-intervene = hooks
+def intervene(
+    model: Any,
+    fwd_hooks: Sequence[tuple[str, HookFn]] = (),
+    bwd_hooks: Sequence[tuple[str, HookFn]] = (),
+) -> Any:
+    """Run with intervention hooks (``fn(activation, *, hook) -> replacement``) in a block.
+
+    The same as :func:`hooks` with ``order="append"``; see there.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> tokens = model.to_tokens("1 2")
+        >>> zero = lambda x, hook: x * 0
+        >>> with osl.intervene(model, [("blocks.1.hook_resid_post", zero)]):
+        ...     ablated = model(tokens)
+        >>> bool((ablated != model(tokens)).any())
+        True
+    """
+    return hooks(model, fwd_hooks, bwd_hooks)
 
 
 class ActivationRecord:
@@ -160,6 +351,12 @@ class ActivationRecord:
         self._data[name].append(value)
 
 
+def detached_copy(value: Tensor, device: str | torch.device | None) -> Tensor:
+    """A detached copy that owns its storage (a slice must not pin the whole activation)."""
+    value = value.detach()
+    return value.clone() if device is None else value.to(device, copy=True)
+
+
 @contextmanager
 def record(
     model: Any,
@@ -170,14 +367,15 @@ def record(
 ) -> Iterator[ActivationRecord]:
     """Record named activations of every forward pass made inside the block.
 
-    Tensors are detached and kept in the dtype they had, moved to ``device`` (None keeps
-    each on its own device, useful for models split across GPUs).
+    Copies are detached, own their storage, keep the dtype they had, and see the final
+    value at each point (after precision emulation and the user's own patching hooks).
 
     Args:
         model: HookedTransformer or TransformerBridge.
         names_to_record: Hook-point names.
-        device: Where to keep the copies.
-        select: Optional ``fn(name, activation) -> tensor`` applied before storing
+        device: Where to keep the copies (None keeps each on its own device, for models
+            split across GPUs).
+        select: Optional ``fn(name, activation) -> tensor`` applied before copying
             (e.g. keep only the last position).
 
     Yields:
@@ -195,93 +393,56 @@ def record(
 
     def make(name: str) -> HookFn:
         def save(activation: Tensor, hook: Any) -> None:
-            value = activation.detach()
-            if select is not None:
-                value = select(name, value)
-            store._append(name, value if device is None else value.to(device))
+            value = activation if select is None else select(name, activation)
+            store._append(name, detached_copy(value, device))
 
         return save
 
-    with hooks(model, [(n, make(n)) for n in names_to_record]):
+    with hooks(model, [(n, make(n)) for n in names_to_record], order="last"):
         yield store
 
 
 @contextmanager
-def run_boundaries(model: Any, on_start: Callable[[Tensor | None], None]) -> Iterator[None]:
-    """Call ``on_start(tokens)`` at the start of every forward pass.
+def run_boundaries(
+    model: Any,
+    on_tokens: Callable[[Tensor | None], None],
+    on_end: Callable[[], None],
+) -> Iterator[None]:
+    """Report the token ids fed to the embedding, and the ends of forward passes.
 
-    A forward pass starts when the token embedding runs: a forward pre-hook on
-    ``model.embed`` sees the token ids on both backends and through every entry point
-    (``model(...)``, ``run_with_cache``, ``run_with_hooks``, ``generate``; the bridge calls
-    ``forward`` directly there, so a hook on the root module would miss those runs).
+    ``on_tokens(tokens)`` runs whenever ``model.embed`` is called (a forward pre-hook sees
+    the ids on both backends and through every entry point: ``model(...)``,
+    ``run_with_cache``, ``run_with_hooks`` and ``generate``, where the bridge and
+    TransformerLens call ``forward`` or ``embed`` directly, so a hook on the root module
+    alone would miss them). ``on_end()`` runs when a call of the model starts or finishes
+    and when the unembedding has run, so a pass stopped early (``stop_at_layer``) or
+    started late (``start_at_layer``) is not merged with its neighbours.
     """
-    embed = getattr(model, "embed", None)
-    if not isinstance(embed, torch.nn.Module):
-        raise MissingHookError(
-            "cannot find the token embedding module (model.embed); load the bridge with "
-            "enable_compatibility_mode()"
-        )
+    embed = _embedding_module(model)
 
-    def pre_hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def tokens_hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if model in _PROBING:
+            return
         tokens = args[0] if args else next(iter(kwargs.values()), None)
-        on_start(tokens.detach().to("cpu") if isinstance(tokens, Tensor) else None)
+        on_tokens(tokens.detach().to("cpu") if isinstance(tokens, Tensor) else None)
 
-    handle = embed.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    def end_hook(*_: Any) -> None:
+        if model not in _PROBING:
+            on_end()
+
+    handles = [
+        embed.register_forward_pre_hook(tokens_hook, with_kwargs=True),
+        model.register_forward_pre_hook(end_hook),
+        model.register_forward_hook(end_hook),
+    ]
+    unembed = getattr(model, "unembed", None)
+    if isinstance(unembed, torch.nn.Module):
+        handles.append(unembed.register_forward_hook(end_hook))
     try:
         yield
     finally:
-        handle.remove()
-
-
-@dataclass
-class _Snapshot:
-    training: dict[torch.nn.Module, bool] = field(default_factory=dict)
-    requires_grad: dict[torch.nn.Parameter, bool] = field(default_factory=dict)
-    data: dict[Tensor, Tensor] = field(default_factory=dict)
-    cfg_dtype: Any = None
-    grad_enabled: bool = True
-
-
-def _snapshot(model: Any) -> _Snapshot:
-    snap = _Snapshot(grad_enabled=torch.is_grad_enabled())
-    snap.training = {m: m.training for m in model.modules()}
-    snap.requires_grad = {p: p.requires_grad for p in model.parameters()}
-    snap.cfg_dtype = getattr(model.cfg, "dtype", None)
-    return snap
-
-
-def _restore(model: Any, snap: _Snapshot) -> None:
-    for tensor, data in snap.data.items():
-        tensor.data = data
-    if snap.cfg_dtype is not None:
-        model.cfg.dtype = snap.cfg_dtype
-    for param, flag in snap.requires_grad.items():
-        param.requires_grad_(flag)
-    for module, flag in snap.training.items():
-        module.training = flag
-    torch.set_grad_enabled(snap.grad_enabled)
-
-
-@contextmanager
-def preserve_state(model: Any) -> Iterator[Any]:
-    """Restore train/eval flags, ``requires_grad`` and the global grad mode on exit.
-
-    Example:
-        >>> import oversquash_lens as osl
-        >>> model = osl.load_model("tiny-gpt2")
-        >>> with osl.preserve_state(model):
-        ...     _ = model.train()
-        >>> model.training
-        False
-    """
-    snap = _snapshot(model)
-    try:
-        yield model
-    finally:
-        _restore(model, snap)
-
-
-_NATIVE = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
@@ -289,39 +450,29 @@ def native_dtype(model: Any, dtype: FormatLike) -> Iterator[Any]:
     """Run the model natively in another dtype inside the block, then restore it exactly.
 
     Every floating tensor the model computes with (parameters, the bridge's processed
-    weights, HookedTransformer's buffers) gets new data in ``dtype``; the original data is
-    kept, not round-tripped, so float32 weights come back bit-identical. Peak memory is
-    the original model plus its copy in ``dtype``.
+    weights, buffers; Hugging Face rotary frequencies stay float32) gets new data in
+    ``dtype``; the original data is kept, not round-tripped, so float32 weights come back
+    bit-identical. Peak memory is the original model plus its copy in ``dtype``.
 
     Raises:
         UnsupportedPrecisionError: For formats torch cannot run natively (fp8, custom
-            widths): emulate those with :func:`emulate_precision`.
+            widths) or the device lacks: emulate those with :func:`emulate_precision`.
 
     Example:
         >>> import oversquash_lens as osl
         >>> model = osl.load_model("tiny-gpt2")
         >>> with osl.native_dtype(model, "bfloat16"):
-        ...     model(model.to_tokens("1 1")).dtype
+        ...     model(model.to_tokens("1 2")).dtype
         torch.bfloat16
         >>> model.W_E.dtype
         torch.float32
     """
-    fmt = get_format(dtype)
-    if fmt.torch_dtype not in _NATIVE:
-        raise UnsupportedPrecisionError(
-            f"{fmt.name} cannot run a model natively; emulate it on float32 with "
-            f"osl.emulate_precision(model, {fmt.name!r})"
-        )
-    target = fmt.torch_dtype
-    assert target is not None
-    snap = _snapshot(model)
-    try:
-        snap.data = cast_floating_(model, target, keep=HF_FLOAT32_BUFFERS)
-        if snap.cfg_dtype is not None:
+    target = native_torch_dtype(dtype, model.W_E.device)
+    with preserve_state(model), _precision_label(model, f"{get_format(target).name} native"):
+        cast_floating_(model, target, keep=HF_FLOAT32_BUFFERS)
+        if getattr(model.cfg, "dtype", None) is not None:
             model.cfg.dtype = target
         yield model
-    finally:
-        _restore(model, snap)
 
 
 @contextmanager
@@ -334,8 +485,12 @@ def emulate_precision(
 ) -> Iterator[Any]:
     """Round activations to ``fmt`` at hook points, emulating a format on any device.
 
+    Rounding runs before every other hook at those points, so recorders and analyzers
+    see the rounded values.
+
     Args:
-        model: HookedTransformer or TransformerBridge (running in float32 or float64).
+        model: HookedTransformer or TransformerBridge (running in float32 or float64, or
+            in a 16-bit dtype at least as wide as ``fmt``).
         fmt: Any format :func:`~oversquash_lens.precision.get_format` accepts, e.g.
             ``"bfloat16"``, ``"float8_e4m3"``, ``"e5m7"``.
         points: ``"residual"`` rounds the residual stream (embedding, between attention and
@@ -346,35 +501,49 @@ def emulate_precision(
     Yields:
         The model.
 
+    Raises:
+        UnsupportedPrecisionError: If the model runs in a 16-bit dtype narrower than
+            ``fmt`` (emulation could not be exact).
+
     Example:
         >>> import oversquash_lens as osl
         >>> model = osl.load_model("tiny-gpt2")
         >>> with osl.emulate_precision(model, "bfloat16"):
         ...     with osl.record(model, ["blocks.1.hook_resid_post"]) as acts:
-        ...         _ = model(model.to_tokens("1 1"))
+        ...         _ = model(model.to_tokens("1 2"))
         >>> x = acts["blocks.1.hook_resid_post"]
         >>> bool((x == x.bfloat16().float()).all())
         True
     """
     spec = get_format(fmt)
-    available = hook_dict(model)
+    running = get_format(model.W_E.dtype)
+    if running.mantissa_bits < 23 and not running.contains(spec):
+        raise UnsupportedPrecisionError(
+            f"the model runs in {running.name}, narrower than {spec.name}: emulating "
+            f"{spec.name} needs a float32 model (load it with dtype='float32')"
+        )
     if isinstance(points, str):
         if points not in ("residual", "residual+attention"):
             raise ValueError(
                 f"points must be 'residual', 'residual+attention' or a list of hook names, "
                 f"got {points!r}"
             )
+        available = hook_dict(model)
         n_layers = model.cfg.n_layers
         chosen = [n for n in names.residual_stream(n_layers) if n in available]
         if points == "residual+attention":
             chosen += [names.z(layer) for layer in range(n_layers)]
+        where = points
     else:
-        chosen = list(points)
+        chosen, where = list(points), f"{len(points)} hook points"
 
     def round_hook(activation: Tensor, hook: Any) -> Tensor:
         return round_to_format(activation, spec, overflow=overflow)
 
-    with hooks(model, [(n, round_hook) for n in chosen]):
+    with (
+        _precision_label(model, f"{spec.name} emulated at {where}"),
+        hooks(model, [(n, round_hook) for n in chosen], order="first"),
+    ):
         yield model
 
 
@@ -382,8 +551,16 @@ def emulate_precision(
 def fired_hooks(model: Any, names_to_check: Sequence[str], tokens: Tensor) -> set[str]:
     """Which of ``names_to_check`` fire during one forward pass on ``tokens``.
 
-    Names that do not exist count as not firing. Stops nothing early: the whole
-    forward pass runs (use short ``tokens``).
+    Runs the model once (use short ``tokens``). Hooks registered through this module stay
+    silent during that pass; the user's own hooks on the model do fire. Names that do not
+    exist count as not firing.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-llama")
+        >>> probe = model.to_tokens("1")
+        >>> sorted(fired_hooks(model, ["hook_embed", "hook_pos_embed"], probe))
+        ['hook_embed']
     """
     available = hook_dict(model)
     fired: set[str] = set()
@@ -394,7 +571,14 @@ def fired_hooks(model: Any, names_to_check: Sequence[str], tokens: Tensor) -> se
 
         return mark
 
-    present = [n for n in names_to_check if n in available]
-    with preserve_state(model), hooks(model, [(n, make(n)) for n in present]):
-        model(tokens)
+    present = [(n, make(n)) for n in names_to_check if n in available]
+    added = [(available[n], _add(available[n], fn, "fwd", False)) for n, fn in present]
+    _PROBING.add(model)
+    try:
+        with preserve_state(model):
+            model(tokens)
+    finally:
+        _PROBING.discard(model)
+        for point, handle in added:
+            _remove(point, handle, "fwd")
     return fired

@@ -35,9 +35,10 @@ class DemoReport:
     norms: list[tuple[str, float]]
     top_next: list[tuple[str, float]]
     continuation: str
-    bf16_next_token_same: bool
-    bf16_final_linf: float
-    bf16_final_max_ulps: float
+    bf16_next_token_same: bool | None
+    bf16_final_linf: float | None
+    bf16_final_median_ulps: float | None
+    bf16_final_identical: float | None
     seconds: dict[str, float] = field(default_factory=dict)
 
     def format(self) -> str:
@@ -54,18 +55,19 @@ class DemoReport:
             lines.append(f"  {label:>6}  {hook:<{width}}  {value:10.4f}")
         lines += ["", "next-token prediction (top 5):"]
         lines += [f"  {p:7.2%}  {tok!r}" for tok, p in self.top_next]
-        lines += [
-            "",
-            f"greedy continuation: {self.continuation!r}",
-            "",
-            "bfloat16 emulated on the residual stream (osl.emulate_precision):",
-            f"  y_n of the last token moves by L-inf {self.bf16_final_linf:.4g} "
-            f"(bf16 epsilon = {machine_epsilon('bfloat16'):.4g}), "
-            f"at most {self.bf16_final_max_ulps:.0f} bf16 ULPs",
-            f"  next-token argmax unchanged: {self.bf16_next_token_same}",
-            "",
-            "timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items()),
-        ]
+        lines += ["", f"greedy continuation: {self.continuation!r}", ""]
+        lines.append("bfloat16 emulated on the residual stream (osl.emulate_precision):")
+        if self.bf16_final_linf is None:
+            lines.append("  skipped: the model already runs in a 16-bit dtype")
+        else:
+            lines += [
+                f"  y_n of the last token moves by L-inf {self.bf16_final_linf:.4g} "
+                f"(bf16 epsilon = {machine_epsilon('bfloat16'):.4g}); per component, median "
+                f"{self.bf16_final_median_ulps:.0f} bf16 ULPs, "
+                f"{self.bf16_final_identical:.1%} identical in bf16",
+                f"  next-token argmax unchanged: {self.bf16_next_token_same}",
+            ]
+        lines += ["", "timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())]
         return "\n".join(lines)
 
 
@@ -121,6 +123,29 @@ def run_demo(
     continuation = adapter.to_string(greedy_continuation(model, tokens, max_new_tokens)[0])
     seconds["generate"] = time.perf_counter() - start
 
+    bf16 = _bf16_check(model, adapter, tokens, logits) if adapter.dtype in WIDE else None
+    return DemoReport(
+        provenance=norms.provenance.describe(),
+        prompt=prompt,
+        str_tokens=adapter.to_str_tokens(tokens[0]),
+        norms=[(h, float(v)) for h, v in zip(norms.points, norms.norms[0], strict=True)],
+        top_next=top_next,
+        continuation=continuation,
+        bf16_next_token_same=None if bf16 is None else bf16[0],
+        bf16_final_linf=None if bf16 is None else bf16[1],
+        bf16_final_median_ulps=None if bf16 is None else bf16[2],
+        bf16_final_identical=None if bf16 is None else bf16[3],
+        seconds=seconds,
+    )
+
+
+WIDE = (torch.float32, torch.float64)
+
+
+def _bf16_check(
+    model: Any, adapter: ModelAdapter, tokens: torch.Tensor, logits: torch.Tensor
+) -> tuple[bool, float, float, float]:
+    """Same argmax?, L-inf, median ULPs, share identical: y_n exact vs bf16-emulated."""
     with torch.no_grad(), record(model, [adapter.final_norm]) as exact:
         model(tokens)
     with (
@@ -129,17 +154,12 @@ def run_demo(
         record(model, [adapter.final_norm]) as emulated,
     ):
         logits_bf16 = model(tokens)
-    a = exact[adapter.final_norm][0, -1]
-    b = emulated[adapter.final_norm][0, -1]
-    return DemoReport(
-        provenance=norms.provenance.describe(),
-        prompt=prompt,
-        str_tokens=adapter.to_str_tokens(tokens[0]),
-        norms=[(h, float(v)) for h, v in zip(norms.points, norms.norms[0], strict=True)],
-        top_next=top_next,
-        continuation=continuation,
-        bf16_next_token_same=bool(logits_bf16[0, -1].argmax() == logits[0, -1].argmax()),
-        bf16_final_linf=float((a.double() - b.double()).abs().max()),
-        bf16_final_max_ulps=float(ulp_distance(a.float(), b.float(), "bfloat16").max()),
-        seconds=seconds,
+    a = exact[adapter.final_norm][0, -1].float()
+    b = emulated[adapter.final_norm][0, -1].float()
+    ulps = ulp_distance(a, b, "bfloat16")
+    return (
+        bool(logits_bf16[0, -1].argmax() == logits[0, -1].argmax()),
+        float((a.double() - b.double()).abs().max()),
+        float(ulps.median()),
+        float((ulps == 0).double().mean()),
     )

@@ -56,9 +56,11 @@ def leftover_hooks(model: Any, before: dict[str, tuple[Any, ...]]) -> list[str]:
 
 def state_of(model: Any) -> dict[str, Any]:
     """Everything a run must leave unchanged: dtypes, data pointers, modes."""
+    from oversquash_lens._tensors import floating_tensors
+
+    tensors = floating_tensors(model)  # parameters, buffers, bridge's processed weights
     return {
-        "dtypes": {n: p.dtype for n, p in model.named_parameters()},
-        "data": {n: p.data_ptr() for n, p in model.named_parameters()},
+        "storage": [(t.dtype, t.data_ptr()) for t in tensors],
         "training": {n: m.training for n, m in model.named_modules()},
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "grad_enabled": torch.is_grad_enabled(),

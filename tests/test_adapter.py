@@ -1,5 +1,7 @@
 """ModelAdapter: one view over both backends, clear refusals."""
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -50,12 +52,40 @@ def test_hooks_carry_the_same_values_on_both_backends(load) -> None:
 
 def test_rotary_models_never_fire_pos_embed(load, backend: str) -> None:
     """Decided from what fires: the bridge even lists hook_pos_embed for rotary models."""
-    adapter = osl.ModelAdapter(load("tiny-llama", backend))
+    model = load("tiny-llama", backend)
+    adapter = osl.ModelAdapter(model)
     assert names.POS_EMBED not in adapter.fired_hooks()
-    with pytest.raises(osl.MissingHookError):
-        adapter.require_hooks([names.POS_EMBED])
+    if backend == "hooked":  # HookedTransformer does not even have the hook point
+        assert not adapter.has_hook(names.POS_EMBED)
+        with pytest.raises(osl.MissingHookError, match="no hook points"):
+            osl.attach(model, KeepHooks([names.POS_EMBED])).__enter__()
+    else:  # the bridge lists it; the run that never fired it is refused
+        assert adapter.has_hook(names.POS_EMBED)
+        with osl.attach(model, KeepHooks([names.POS_EMBED])) as rec:
+            model(model.to_tokens("1 2"))
+        with pytest.raises(osl.IncompatibleRunError, match="did not fire"):
+            rec.result("KeepHooks")
     with pytest.raises(osl.MissingHookError, match="Did you mean"):
-        osl.record(load("tiny-llama", backend), ["blocks.0.hook_resid_pree"]).__enter__()
+        osl.record(model, ["blocks.0.hook_resid_pree"]).__enter__()
+
+
+@dataclass
+class Kept(osl.Result):
+    activations: dict[str, torch.Tensor]
+
+
+class KeepHooks(osl.Analyzer):
+    """Test analyzer: keeps whole activations of the given hooks."""
+
+    def __init__(self, hook_names: list[str]) -> None:
+        self._names = hook_names
+
+    def hook_names(self, adapter):
+        return self._names
+
+    def compute(self, run):
+        self.check_run(run)
+        return Kept(dict(run.activations))
 
 
 def test_tokens_are_validated(load, backend: str) -> None:
@@ -83,46 +113,67 @@ def test_not_a_transformerlens_model() -> None:
         osl.ModelAdapter(torch.nn.Linear(2, 2))
 
 
-def test_sdpa_bridge_still_yields_patterns() -> None:
-    """A bridge over an SDPA Hugging Face model: patterns fire (the bridge computes them
-    itself, or is switched to eager), and they equal the eager model's."""
+def sdpa_bridge(attn: str):
     from oversquash_lens._compat import bridge_class
     from oversquash_lens.models._tiny import tiny_source
 
-    def bridge(attn: str):
-        src = tiny_source("tiny-llama")
-        src.hf_model.set_attn_implementation(attn)
-        model = bridge_class().boot_transformers(
-            "t", hf_model=src.hf_model, tokenizer=src.tokenizer
-        )
-        model.enable_compatibility_mode(disable_warnings=True)
-        return model
+    src = tiny_source("tiny-llama")
+    src.hf_model.set_attn_implementation(attn)
+    model = bridge_class().boot_transformers("t", hf_model=src.hf_model, tokenizer=src.tokenizer)
+    model.enable_compatibility_mode(disable_warnings=True)
+    return model
 
-    sdpa, eager = bridge("sdpa"), bridge("eager")
+
+def test_eager_attention_switches_and_restores() -> None:
+    """A bridge over an SDPA Hugging Face model: switched to eager inside the block (and
+    back after), and its patterns equal those of the same model loaded eager."""
+    sdpa, eager = sdpa_bridge("sdpa"), sdpa_bridge("eager")
     adapter = osl.ModelAdapter(sdpa)
-    adapter.ensure_patterns(switch=True)
+    before = adapter.attention_implementation
     tokens = eager.to_tokens("1 2 3 4")
-    patterns = []
-    for model in (sdpa, eager):
-        with torch.no_grad(), osl.record(model, [names.pattern(1)]) as acts:
-            model(tokens)
-        patterns.append(acts[names.pattern(1)])
-    torch.testing.assert_close(patterns[0], patterns[1])
-
-
-def test_silent_patterns_are_refused_or_switched(load, backend: str, monkeypatch) -> None:
-    """Simulated kernel without patterns: the probe says pattern hooks never fire."""
-    adapter = osl.ModelAdapter(load("tiny-gpt2", backend))
-    fired = adapter.fired_hooks() - {adapter.pattern(0), adapter.pattern(1)}
-    monkeypatch.setattr(adapter, "_fired", fired)
-    with pytest.raises(osl.PatternsUnavailableError, match="attn_implementation='eager'"):
-        adapter.ensure_patterns(switch=False)
-    if backend == "hooked":
-        with pytest.raises(osl.PatternsUnavailableError):
-            adapter.require_hooks([adapter.pattern(0)])
-    else:  # the bridge is switched to eager, re-probed, and then the patterns fire
-        adapter.require_hooks([adapter.pattern(0)])
+    with adapter.eager_attention():
         assert adapter.attention_implementation == "eager"
+        adapter.ensure_patterns()
+        with torch.no_grad(), osl.record(sdpa, [names.pattern(1)]) as got:
+            sdpa(tokens)
+    assert adapter.attention_implementation == before
+    with torch.no_grad(), osl.record(eager, [names.pattern(1)]) as expected:
+        eager(tokens)
+    torch.testing.assert_close(got[names.pattern(1)], expected[names.pattern(1)])
+
+
+def test_attach_switches_to_eager_only_for_pattern_readers() -> None:
+    model = sdpa_bridge("sdpa")
+    adapter = osl.ModelAdapter(model)
+    before = adapter.attention_implementation
+    seen = []
+    with osl.attach(model, KeepHooks([names.pattern(0)])) as rec:
+        seen.append(adapter.attention_implementation)
+        model(model.to_tokens("1 2"))
+    with osl.attach(model, osl.ResidualNorms()):
+        seen.append(adapter.attention_implementation)
+    assert seen == ["eager", before] and adapter.attention_implementation == before
+    assert rec.result("KeepHooks").activations[names.pattern(0)].shape == (1, 4, 3, 3)
+
+
+def test_silent_patterns_are_refused(load, backend: str, monkeypatch) -> None:
+    """Simulated kernel without patterns: the probe says pattern hooks never fire."""
+    from oversquash_lens import _adapter
+
+    model = load("tiny-gpt2", backend)
+    adapter = osl.ModelAdapter(model)
+    silent = adapter.fired_hooks() - {adapter.pattern(0), adapter.pattern(1)}
+    monkeypatch.setitem(_adapter._FIRED, model, (adapter.attention_implementation, silent))
+    with pytest.raises(osl.PatternsUnavailableError, match="eager_attention"):
+        adapter.ensure_patterns()
+
+
+def test_missing_patterns_in_a_run_are_explained(load, backend: str) -> None:
+    from oversquash_lens.analyzers import RunRecord
+
+    run = RunRecord(index=0, tokens=None, hook_names=[names.pattern(0)])
+    with pytest.raises(osl.IncompatibleRunError, match="attn_implementation='eager'"):
+        KeepHooks([names.pattern(0)]).compute(run)
 
 
 def test_provenance(load, backend: str) -> None:

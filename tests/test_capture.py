@@ -153,3 +153,31 @@ def test_emulated_bfloat16_is_close_to_native(load, backend: str) -> None:
     err_emulated = (emulated - exact).abs().max()
     err_native = (native - exact).abs().max()
     assert 0 < err_emulated <= err_native * 4
+
+
+def test_casts_inside_any_context_are_undone(load, backend: str) -> None:
+    model = osl.load_model("tiny-gpt2", backend=backend)
+    before = state_of(model)
+    with osl.record(model, [names.resid_post(1)]):
+        model.to(torch.bfloat16)  # a user's cast inside the block
+        model.train()
+    assert state_of(model) == before
+
+
+def test_native_dtype_failing_half_way_is_restored(backend: str, monkeypatch) -> None:
+    from oversquash_lens import _capture, _tensors
+
+    model = osl.load_model("tiny-llama", backend=backend)
+    before = state_of(model)
+    tensors = _tensors.floating_tensors(model)
+
+    def cast_half_then_fail(m, dtype, keep=()):
+        for t in tensors[: len(tensors) // 2]:
+            t.data = t.data.to(dtype)
+        raise MemoryError("out of memory half way")
+
+    monkeypatch.setattr(_capture, "cast_floating_", cast_half_then_fail)
+    with pytest.raises(MemoryError):
+        with osl.native_dtype(model, "bfloat16"):
+            pass
+    assert state_of(model) == before

@@ -13,7 +13,7 @@ from .helpers import assert_close
 
 def test_registry_lists_offline_models() -> None:
     models = osl.list_models()
-    assert set(models) == {*TINY_MODELS, "smollm2-135m"}
+    assert list(models)[:5] == [*TINY_MODELS, "smollm2-135m"]  # users may register more
     assert all(isinstance(d, str) and d for d in models.values())
 
 

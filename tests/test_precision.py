@@ -125,8 +125,11 @@ def test_matches_exact_reference(spec: object) -> None:
     fmt = get_format(spec)  # type: ignore[arg-type]
     x = torch.cat([random_float32_bits(4_000, seed=2), neighbourhood(fmt)])
     # Bring most random values into the format's range so rounding (not overflow) is tested.
-    scale = torch.pow(2.0, torch.randint(fmt.emin - fmt.mantissa_bits - 2, fmt.emax + 2, (4_000,)))
-    x = torch.cat([x, (torch.rand(4_000, generator=torch.Generator().manual_seed(3)) * scale)])
+    gen = torch.Generator().manual_seed(3)
+    exponents = torch.randint(
+        fmt.emin - fmt.mantissa_bits - 2, fmt.emax + 2, (4_000,), generator=gen
+    )
+    x = torch.cat([x, torch.rand(4_000, generator=gen) * torch.pow(2.0, exponents)])
     ours = round_to_format(x, fmt)
     expected = torch.tensor([reference_round(v, fmt) for v in x.tolist()], dtype=torch.float32)
     equal = bitwise_equal(ours, expected)
@@ -212,13 +215,19 @@ def test_format_names_aliases_and_errors() -> None:
     assert get_format("float8_e4m3fn").finite_only
     assert get_format((5, 10)) is get_format("float16")
     assert get_format("e5m7").epsilon == 2**-7
-    assert list_formats("native") == list_formats()  # every named format has a dtype
+    builtin = ["float64", "float32", "float16", "bfloat16", "float8_e4m3", "float8_e5m2"]
+    assert list_formats("native")[:6] == list_formats()[:6] == builtin
     with pytest.raises(osl.UnknownPrecisionError, match="e<exponent_bits>m<mantissa_bits>"):
         get_format("bfloat17")
-    with pytest.raises(ValueError, match="exponent_bits"):
+    with pytest.raises(osl.UnknownPrecisionError, match="exponent_bits"):
         get_format((12, 3))
-    with pytest.raises(ValueError, match="mantissa_bits"):
+    with pytest.raises(osl.UnknownPrecisionError, match="mantissa_bits"):
         get_format("e4m0")
+    with pytest.raises(ValueError, match="exponent_bits"):
+        FloatFormat("wide", 12, 3)
+    # custom strings are IEEE-style; the OCP fp8 e4m3 (no infinity, max 448) has its own name
+    assert get_format("e4m3").max_finite == 240 and not get_format("e4m3").finite_only
+    assert get_format("float8_e4m3").max_finite == 448
     with pytest.raises(ValueError, match="already registered"):
         osl.precision.register_format(FloatFormat("bfloat16", 8, 7))
 
@@ -228,6 +237,9 @@ def test_round_rejects_what_it_cannot_do_exactly() -> None:
         round_to_format(torch.tensor([1, 2]), "bfloat16")
     with pytest.raises(ValueError, match="wider"):
         round_to_format(torch.tensor([1.0], dtype=torch.bfloat16), "float16")
+    with pytest.raises(ValueError, match="float64"):  # range beyond float32's: would overflow
+        round_to_format(torch.tensor([1.0]), "e11m10")
+    assert round_to_format(torch.tensor([3e38], dtype=torch.float64), "e11m10").item() > 3e38
     # Under the test suite's runtime type checking the Literal annotation rejects it first.
     with pytest.raises((ValueError, TypeError), match="overflow"):
         round_to_format(torch.tensor([1.0]), "bfloat16", overflow="wrap")  # type: ignore[arg-type]
@@ -276,3 +288,9 @@ def test_ulp_distance_properties() -> None:
     assert math.isnan(ulp_distance(torch.tensor([math.nan]), torch.tensor([1.0]), "bf16").item())
     top = torch.tensor([get_format("float16").max_finite])
     assert ulp_distance(top, torch.tensor([math.inf]), "float16").item() == 1
+
+
+def test_wider_formats_are_the_identity() -> None:
+    x = random_float32_bits(10_000, seed=6)
+    for fmt in ["float32", "float64", "e9m30"]:
+        assert bool(bitwise_equal(round_to_format(x, fmt), x).all())

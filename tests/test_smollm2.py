@@ -51,10 +51,11 @@ def test_logits_match_hugging_face(load, backend: str, processed: bool, hf_refer
 
 
 def test_weights_equal_transformers_gguf_loader(hf_reference) -> None:
-    """Our GGUF reader (incl. undoing llama.cpp's Q/K permutation) gives HF's exact weights."""
-    from oversquash_lens.models._smollm2 import dequantized_model
+    """Our GGUF reader (incl. undoing llama.cpp's Q/K permutation) gives HF's exact weights,
+    read fresh from the file (not from the dequantized cache)."""
+    from oversquash_lens.models._gguf import llama_from_gguf
 
-    ours, _ = dequantized_model(smollm2_gguf_path())
+    ours, _ = llama_from_gguf(smollm2_gguf_path())
     theirs = hf_reference[0].state_dict()
     ours_sd = ours.state_dict()
     assert set(ours_sd) == set(theirs)
@@ -82,6 +83,20 @@ def test_bfloat16_runs_and_still_says_paris(load, backend_name: str) -> None:
         logits = model(tokens)
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
     assert model.to_string(logits[0, -1].argmax()) == " Paris"
+
+
+def test_cached_weights_equal_fresh_ones(load) -> None:
+    from oversquash_lens.models._gguf import llama_from_gguf
+    from oversquash_lens.models._smollm2 import dequantized_model
+
+    dequantized_model(smollm2_gguf_path())  # make sure the cache exists
+    cached, metadata = dequantized_model(smollm2_gguf_path())
+    fresh, fresh_metadata = llama_from_gguf(smollm2_gguf_path())
+    assert metadata["llama.block_count"] == fresh_metadata["llama.block_count"] == 30
+    fresh_weights = fresh.state_dict()
+    for name, value in cached.state_dict().items():
+        assert torch.equal(value, fresh_weights[name]), name
+    assert cached.config.to_dict() == fresh.config.to_dict()
 
 
 def test_provenance_names_the_gguf(load, backend: str) -> None:

@@ -28,27 +28,36 @@ class RunRecord:
         index: Run number within the ``attach`` block (0-based).
         tokens: Token ids ``[batch, pos]`` on the CPU (None if the pass started from
             embeddings).
+        hook_names: The hook points the analyzer asked for, in its order.
         activations: Hook name → the tensor ``Analyzer.keep`` returned.
         grad_enabled: Whether autograd was recording during the run.
-        provenance: Provenance of the model at attach time.
+        provenance: Provenance of the model as it ran (dtype, active precision...).
         str_tokens: Token strings of the first batch row (empty without tokens).
     """
 
     index: int
     tokens: Tensor | None
+    hook_names: list[str] = field(default_factory=list)
     activations: dict[str, Tensor] = field(default_factory=dict)
     grad_enabled: bool = False
     provenance: Provenance | None = None
     str_tokens: list[str] = field(default_factory=list)
 
-    def require(self, hook_names: list[str], analyzer: str) -> None:
-        """Raise if a needed hook did not fire in this run (e.g. ``stop_at_layer``)."""
-        missing = [n for n in hook_names if n not in self.activations]
-        if missing:
+    def require(self, analyzer: str) -> None:
+        """Raise if a needed hook did not fire in this run."""
+        missing = [n for n in self.hook_names if n not in self.activations]
+        if not missing:
+            return
+        if any(n.endswith("hook_pattern") for n in missing):
             raise IncompatibleRunError(
-                f"{analyzer} cannot use run {self.index}: hook points {missing[:3]} did not "
-                "fire (stopped early with stop_at_layer, or a failed forward pass?)"
+                f"{analyzer} cannot use run {self.index}: attention patterns did not fire "
+                f"({missing[0]}). The attention kernel does not materialize them: load the "
+                "model with attn_implementation='eager'"
             )
+        raise IncompatibleRunError(
+            f"{analyzer} cannot use run {self.index}: hook points {missing[:3]} did not "
+            "fire (stopped early with stop_at_layer, or the forward pass failed?)"
+        )
 
 
 class Analyzer(abc.ABC):
@@ -67,8 +76,7 @@ class Analyzer(abc.ABC):
 
     def bind(self, adapter: "ModelAdapter") -> None:
         """Called once by ``attach`` before any run; validate against the model here."""
-        self._hook_names = list(self.hook_names(adapter))
-        adapter.require_hooks(self._hook_names)
+        adapter.require_hooks(self.hook_names(adapter))
 
     @abc.abstractmethod
     def hook_names(self, adapter: "ModelAdapter") -> list[str]:
@@ -76,7 +84,7 @@ class Analyzer(abc.ABC):
 
     def keep(self, name: str, activation: Tensor) -> Tensor:
         """What to store from one activation (default: a detached CPU copy)."""
-        return activation.detach().to("cpu")
+        return activation.detach().to("cpu", copy=True)
 
     @abc.abstractmethod
     def compute(self, run: RunRecord) -> Result:
@@ -84,7 +92,7 @@ class Analyzer(abc.ABC):
 
     def check_run(self, run: RunRecord) -> None:
         """Refuse runs this analyzer cannot serve."""
-        run.require(getattr(self, "_hook_names", []), self.name)
+        run.require(self.name)
         if self.needs_grad and not run.grad_enabled:
             raise IncompatibleRunError(
                 f"{self.name} needs gradients but run {run.index} ran under torch.no_grad() "
@@ -93,8 +101,11 @@ class Analyzer(abc.ABC):
 
 
 def last_position(activation: Tensor, position: int) -> Tensor:
-    """``activation[:, position]`` detached on the CPU, for [batch, pos, ...] tensors."""
-    return activation[:, position].detach().to("cpu")
+    """A CPU copy of ``activation[:, position]`` that owns its storage.
+
+    A view would keep the whole activation alive in memory.
+    """
+    return activation[:, position].detach().to("cpu", copy=True)
 
 
 def as_float64(tensors: list[Tensor]) -> Tensor:

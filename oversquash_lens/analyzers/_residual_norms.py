@@ -106,11 +106,11 @@ class ResidualNorms(Analyzer):
     def compute(self, run: RunRecord) -> ResidualNormsResult:
         """Norms from the kept vectors, in float64."""
         self.check_run(run)
-        stacked = as_float64([run.activations[n] for n in self._hook_names])
+        stacked = as_float64([run.activations[n] for n in run.hook_names])
         assert run.provenance is not None
         return ResidualNormsResult(
             norms=torch.linalg.vector_norm(stacked, dim=-1),
-            points=tuple(self._hook_names),
+            points=tuple(run.hook_names),
             position=self.position,
             tokens=run.tokens,
             provenance=run.provenance,

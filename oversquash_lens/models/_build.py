@@ -99,10 +99,8 @@ def hooked_config_kwargs(hf_config: Any) -> dict[str, Any]:
 
 
 def _converter(hf_config: Any) -> Callable[[Any, Any], dict[str, torch.Tensor]]:
-    from transformer_lens.pretrained.weight_conversions import (
-        convert_gpt2_weights,
-        convert_llama_weights,
-    )
+    from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
+    from transformer_lens.pretrained.weight_conversions.llama import convert_llama_weights
 
     return {"gpt2": convert_gpt2_weights, "llama": convert_llama_weights}[hf_config.model_type]
 

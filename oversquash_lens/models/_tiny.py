@@ -7,7 +7,6 @@ the HookedTransformer drops them) and ``tiny-nope`` (GPT-2 layout whose position
 embeddings are exactly zero: no positional information, causal mask only).
 """
 
-import functools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from ._build import Source
+from ._gguf import eager
 
 TINY_TOKENIZER_DIR = "data/tiny_tokenizer"
 N_CTX = 1024
@@ -60,11 +60,6 @@ def tiny_tokenizer_path() -> Path:
     return Path(str(resources.files("oversquash_lens.models").joinpath(TINY_TOKENIZER_DIR)))
 
 
-@functools.cache
-def _tokenizer_vocab_size() -> int:
-    return len(tiny_tokenizer())
-
-
 def tiny_tokenizer() -> Any:
     """Load the shipped tiny tokenizer (no network)."""
     from transformers import AutoTokenizer
@@ -81,37 +76,39 @@ def _hf_config(spec: TinySpec, vocab: int, tokenizer: Any) -> Any:
     if spec.arch == "gpt2":
         from transformers import GPT2Config
 
-        return GPT2Config(
-            vocab_size=vocab,
-            n_positions=N_CTX,
-            n_embd=spec.d_model,
-            n_layer=spec.n_layers,
-            n_head=spec.n_heads,
-            n_inner=spec.d_mlp,
-            activation_function="gelu_new",
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            initializer_range=INIT_STD,
-            attn_implementation="eager",
-            **ids,
+        return eager(
+            GPT2Config(
+                vocab_size=vocab,
+                n_positions=N_CTX,
+                n_embd=spec.d_model,
+                n_layer=spec.n_layers,
+                n_head=spec.n_heads,
+                n_inner=spec.d_mlp,
+                activation_function="gelu_new",
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                initializer_range=INIT_STD,
+                **ids,
+            )
         )
     from transformers import LlamaConfig
 
-    return LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=spec.d_model,
-        intermediate_size=spec.d_mlp,
-        num_hidden_layers=spec.n_layers,
-        num_attention_heads=spec.n_heads,
-        num_key_value_heads=spec.n_kv_heads,
-        max_position_embeddings=N_CTX,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-        initializer_range=INIT_STD,
-        attn_implementation="eager",
-        **ids,
+    return eager(
+        LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=spec.d_model,
+            intermediate_size=spec.d_mlp,
+            num_hidden_layers=spec.n_layers,
+            num_attention_heads=spec.n_heads,
+            num_key_value_heads=spec.n_kv_heads,
+            max_position_embeddings=N_CTX,
+            rms_norm_eps=1e-5,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            tie_word_embeddings=False,
+            initializer_range=INIT_STD,
+            **ids,
+        )
     )
 
 

@@ -127,6 +127,11 @@ def register_format(fmt: FloatFormat, *aliases: str) -> FloatFormat:
 
     Raises:
         ValueError: If the name or an alias is already taken.
+
+    Example:
+        >>> tf32 = register_format(FloatFormat("tensorfloat32", 8, 10), "tf32")
+        >>> get_format("tf32").epsilon == 2**-10
+        True
     """
     for key in (fmt.name, *aliases):
         if key in _REGISTRY or key in _ALIASES:
@@ -156,6 +161,10 @@ FormatLike = FloatFormat | str | tuple[int, int] | torch.dtype
 def get_format(spec: FormatLike) -> FloatFormat:
     """Resolve a precision spec to a :class:`FloatFormat`.
 
+    Custom widths are IEEE-style (with infinities): ``"e4m3"`` tops out at 240, while the
+    OCP fp8 format without infinities (max 448, torch's ``float8_e4m3fn``) is
+    ``"float8_e4m3"``.
+
     Args:
         spec: A format, a registered name or alias (``"bf16"``), a torch dtype, a custom
             ``"e<exp>m<mant>"`` string, or an ``(exponent_bits, mantissa_bits)`` tuple.
@@ -164,7 +173,8 @@ def get_format(spec: FormatLike) -> FloatFormat:
         The format.
 
     Raises:
-        UnknownPrecisionError: For names that are none of the above.
+        UnknownPrecisionError: For names that are none of the above, and custom widths
+            outside 2..11 exponent / 1..52 mantissa bits.
 
     Example:
         >>> get_format("bf16").name
@@ -184,7 +194,7 @@ def get_format(spec: FormatLike) -> FloatFormat:
         )
     if isinstance(spec, tuple):
         exponent_bits, mantissa_bits = spec
-        return _custom(int(exponent_bits), int(mantissa_bits))
+        return _custom(int(exponent_bits), int(mantissa_bits), spec)
     if isinstance(spec, str):
         key = spec.strip().lower().removeprefix("torch.")
         key = _ALIASES.get(key, key)
@@ -192,19 +202,22 @@ def get_format(spec: FormatLike) -> FloatFormat:
             return _REGISTRY[key]
         match = _CUSTOM.match(key)
         if match:
-            return _custom(int(match.group(1)), int(match.group(2)))
+            return _custom(int(match.group(1)), int(match.group(2)), spec)
     raise UnknownPrecisionError(
         f"unknown precision {spec!r}. Use one of {', '.join(list_formats())}, a custom "
         "'e<exponent_bits>m<mantissa_bits>' string such as 'e5m7', or a tuple (5, 7)."
     )
 
 
-def _custom(exponent_bits: int, mantissa_bits: int) -> FloatFormat:
+def _custom(exponent_bits: int, mantissa_bits: int, spec: object) -> FloatFormat:
     for fmt in _REGISTRY.values():
         same = (fmt.exponent_bits, fmt.mantissa_bits) == (exponent_bits, mantissa_bits)
         if same and not fmt.finite_only:
             return fmt
-    return FloatFormat(f"e{exponent_bits}m{mantissa_bits}", exponent_bits, mantissa_bits)
+    try:
+        return FloatFormat(f"e{exponent_bits}m{mantissa_bits}", exponent_bits, mantissa_bits)
+    except ValueError as exc:
+        raise UnknownPrecisionError(f"invalid precision {spec!r}: {exc}") from exc
 
 
 def list_formats(kind: Literal["all", "native"] = "all") -> list[str]:

@@ -76,23 +76,31 @@ _SOURCE_FORMATS = {
 }
 
 
-def _check_source(x: Tensor, fmt: FloatFormat) -> None:
+def _check_source(x: Tensor, fmt: FloatFormat) -> FloatFormat:
     if x.dtype not in _SOURCE_FORMATS:
         raise TypeError(
             f"round_to_format takes float64/float32/float16/bfloat16 tensors, got {x.dtype}; "
             "convert with x.float() first"
         )
     source = get_format(_SOURCE_FORMATS[x.dtype])
+    if fmt.contains(source):  # every value of x is already in fmt
+        return source
     if source.mantissa_bits < 23 and not source.contains(fmt):
         raise ValueError(
             f"cannot emulate {fmt.name} on {x.dtype} tensors exactly (the format is wider "
             "than the tensor); emulate on x.float() instead"
         )
+    if fmt.max_finite > source.max_finite:
+        raise ValueError(
+            f"{fmt.name} reaches beyond {x.dtype}'s range, so rounded values could "
+            "overflow the tensor's dtype; emulate on float64 tensors (x.double()) instead"
+        )
+    return source
 
 
 def round_to_format(
-    x: Float[Tensor, "*shape"], fmt: FormatLike, *, overflow: Overflow = "format"
-) -> Float[Tensor, "*shape"]:
+    x: Float[Tensor, " *shape"], fmt: FormatLike, *, overflow: Overflow = "format"
+) -> Float[Tensor, " *shape"]:
     """Round every element to the nearest value of ``fmt`` (ties to even).
 
     Subnormals are kept, NaN stays NaN, and overflow follows the format: IEEE-style
@@ -120,13 +128,14 @@ def round_to_format(
     spec = get_format(fmt)
     if overflow not in ("format", "saturate"):
         raise ValueError(f"overflow must be 'format' or 'saturate', got {overflow!r}")
-    _check_source(x, spec)
+    if spec.contains(_check_source(x, spec)):
+        return x.clone()
     if x.requires_grad:
         return _RoundStraightThrough.apply(x, spec, overflow)  # type: ignore[no-any-return]
     return _round64(x.to(torch.float64), spec, overflow).to(x.dtype)
 
 
-def ulp_index(x: Float[Tensor, "*shape"], fmt: FormatLike) -> Float64[Tensor, "*shape"]:
+def ulp_index(x: Float[Tensor, " *shape"], fmt: FormatLike) -> Float64[Tensor, " *shape"]:
     """Signed position of ``round_to_format(x, fmt)`` in the ordered list of format values.
 
     Consecutive representable values have consecutive indices; +0 and -0 both map to 0;
@@ -160,8 +169,8 @@ def ulp_index(x: Float[Tensor, "*shape"], fmt: FormatLike) -> Float64[Tensor, "*
 
 
 def ulp_distance(
-    a: Float[Tensor, "*shape"], b: Float[Tensor, "*shape"], fmt: FormatLike
-) -> Float64[Tensor, "*shape"]:
+    a: Float[Tensor, " *shape"], b: Float[Tensor, " *shape"], fmt: FormatLike
+) -> Float64[Tensor, " *shape"]:
     """Number of ``fmt`` values between ``a`` and ``b`` after rounding both to ``fmt``.
 
     0 means the two are bitwise identical in that format (±0 count as equal).

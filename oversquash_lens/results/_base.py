@@ -46,6 +46,15 @@ class Result:
 
         Returns:
             The path written.
+
+        Example:
+            >>> import tempfile, oversquash_lens as osl
+            >>> model = osl.load_model("tiny-gpt2")
+            >>> with osl.attach(model, osl.ResidualNorms()) as rec:
+            ...     _ = model(model.to_tokens("1 2"))
+            >>> path = rec.result("ResidualNorms").save(tempfile.mkdtemp() + "/norms")
+            >>> osl.ResidualNormsResult.load(path).norms.shape
+            torch.Size([1, 3])
         """
         target = Path(path)
         if target.suffix != ".npz":
