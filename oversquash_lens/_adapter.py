@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from jaxtyping import Int
 from torch import Tensor
 
 from . import _hooknames as names
@@ -23,6 +22,7 @@ from ._errors import (
     PatternsUnavailableError,
     PromptTooLongError,
 )
+from ._types import Tokens, TokensAnyBatch
 from .models import ModelInfo, model_info
 from .results import Provenance
 
@@ -142,9 +142,7 @@ class ModelAdapter:
         """Default BOS behaviour for prompts."""
         return bool(getattr(self.cfg, "default_prepend_bos", True))
 
-    def to_tokens(
-        self, prompt: Prompt, *, prepend_bos: bool | None = None
-    ) -> Int[Tensor, "batch pos"]:
+    def to_tokens(self, prompt: Prompt, *, prepend_bos: bool | None = None) -> Tokens:
         """Tokenize (or validate) a prompt, on the model's device.
 
         Args:
@@ -175,7 +173,7 @@ class ModelAdapter:
             )
         return self.check_tokens(tokens)
 
-    def check_tokens(self, tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    def check_tokens(self, tokens: Tokens) -> Tokens:
         """Validate a token batch against the context window.
 
         Raises:
@@ -191,11 +189,11 @@ class ModelAdapter:
             )
         return tokens
 
-    def to_str_tokens(self, tokens: Int[Tensor, " *batch pos"]) -> list[str]:
+    def to_str_tokens(self, tokens: TokensAnyBatch) -> list[str]:
         """Token strings for one sequence of ids."""
         return [str(s) for s in self.model.to_str_tokens(tokens.reshape(-1))]
 
-    def to_string(self, tokens: Int[Tensor, " *batch pos"] | int) -> str:
+    def to_string(self, tokens: TokensAnyBatch | int) -> str:
         """Decode ids to text."""
         return str(self.model.to_string(tokens))
 

@@ -265,13 +265,17 @@ def hooks(
     added: list[tuple[Any, Any, Direction]] = []
     with preserve_state(model), ExitStack() as stack:
         try:
-            for direction, pairs in (("fwd", fwd_hooks), ("bwd", bwd_hooks)):
+            directions: tuple[tuple[Direction, Sequence[tuple[str, HookFn]]], ...] = (
+                ("fwd", fwd_hooks),
+                ("bwd", bwd_hooks),
+            )
+            for direction, pairs in directions:
                 for name, fn in pairs:
                     point = hook_point(model, name, points)
                     handle = _add(
                         point, _silent_when_probing(model, fn), direction, order == "first"
                     )
-                    added.append((point, handle, direction))  # type: ignore[arg-type]
+                    added.append((point, handle, direction))
             if order == "last" and added:
                 stack.enter_context(_keep_last(model, [(p, h) for p, h, d in added if d == "fwd"]))
             yield model

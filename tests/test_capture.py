@@ -181,3 +181,18 @@ def test_native_dtype_failing_half_way_is_restored(backend: str, monkeypatch) ->
         with osl.native_dtype(model, "bfloat16"):
             pass
     assert state_of(model) == before
+
+
+def test_backward_hooks_see_gradients_and_are_removed(load, backend: str) -> None:
+    model = load("tiny-gpt2", backend)
+    clean = hook_registry(model)
+    grads: list[torch.Tensor] = []
+    with osl.capture.hooks(
+        model, bwd_hooks=[(names.resid_post(0), lambda g, hook: grads.append(g))]
+    ):
+        logits = model(model.to_tokens("1 2 3"))
+        logits[0, -1, 5].backward()
+    assert len(grads) == 1 and grads[0].shape == (1, 4, 64)
+    assert grads[0][0, :-1].abs().sum() > 0  # earlier positions influence the last logit
+    model.zero_grad(set_to_none=True)
+    assert leftover_hooks(model, clean) == []

@@ -4,9 +4,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from jaxtyping import Float64, Int
-from torch import Tensor
 
+from .._types import PointNorms, Residual, ResidualAtPos, Tokens
 from ..results import Provenance, Result
 from ._base import Analyzer, RunRecord, as_float64, last_position
 
@@ -27,10 +26,10 @@ class ResidualNormsResult(Result):
         provenance: Where the numbers came from.
     """
 
-    norms: Float64[Tensor, "batch point"]
+    norms: PointNorms
     points: tuple[str, ...]
     position: int
-    tokens: Int[Tensor, "batch pos"] | None
+    tokens: Tokens | None
     provenance: Provenance
 
     def __post_init__(self) -> None:
@@ -99,7 +98,7 @@ class ResidualNorms(Analyzer):
         points = adapter.residual_points
         return points + [adapter.final_norm] if self.include_final_norm else points
 
-    def keep(self, name: str, activation: Tensor) -> Tensor:
+    def keep(self, name: str, activation: Residual) -> ResidualAtPos:
         """Only the measured position: [batch, d_model]."""
         return last_position(activation, self.position)
 
