@@ -76,6 +76,10 @@ class ResidualNormsResult(Result):
 class ResidualNorms(Analyzer):
     """Per-layer norm of one position's residual stream (default: the last token).
 
+    ``position`` indexes the sequence dimension as given: in a right-padded batch the last
+    column is padding for the shorter rows, so measure such batches row by row (or pad
+    on the left, with a model that handles left padding).
+
     Args:
         position: Sequence position to measure.
         include_final_norm: Also report the final norm's output y_n.
