@@ -4,7 +4,6 @@ Analyses ask the adapter for hook names, sizes, tokens and provenance; they neve
 branch on the backend themselves.
 """
 
-import functools
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -332,22 +331,3 @@ class ModelAdapter:
             transformer_lens_version=tl_version(),
             extra=dict(extra),
         )
-
-
-@functools.cache
-def _standard_suffixes() -> tuple[str, ...]:
-    return (
-        "hook_embed",
-        "hook_pos_embed",
-        "hook_resid_pre",
-        "hook_resid_mid",
-        "hook_resid_post",
-        "attn.hook_pattern",
-        "attn.hook_z",
-        "hook_attn_out",
-        "ln_final.hook_normalized",
-    )
-
-
-def _is_standard(name: str) -> bool:
-    return name.endswith(_standard_suffixes())

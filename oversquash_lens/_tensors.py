@@ -36,17 +36,12 @@ def floating_tensors(model: Any, *, keep: Sequence[str] = ()) -> list[Tensor]:
     return list(seen.values())
 
 
-def cast_floating_(
-    model: Any, dtype: torch.dtype, *, keep: Sequence[str] = ()
-) -> dict[Tensor, Tensor]:
+def cast_floating_(model: Any, dtype: torch.dtype, *, keep: Sequence[str] = ()) -> None:
     """Give every floating tensor new data in ``dtype``, in place.
 
-    Returns:
-        The original data of each tensor, for an exact restore (``t.data = original``).
+    Callers that must undo it wrap it in ``preserve_state``, which keeps references to
+    the original storage.
     """
-    originals: dict[Tensor, Tensor] = {}
     for tensor in floating_tensors(model, keep=keep):
-        originals[tensor] = tensor.data
         if tensor.dtype != dtype:
             tensor.data = tensor.data.to(dtype)
-    return originals
