@@ -9,11 +9,6 @@ from . import precision as precision
 from ._adapter import ModelAdapter as ModelAdapter
 from ._attach import Recording as Recording
 from ._attach import attach as attach
-from ._capture import emulate_precision as emulate_precision
-from ._capture import intervene as intervene
-from ._capture import native_dtype as native_dtype
-from ._capture import preserve_state as preserve_state
-from ._capture import record as record
 from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import EmptySequenceError as EmptySequenceError
 from ._errors import IncompatibleRunError as IncompatibleRunError
@@ -30,6 +25,11 @@ from .analyzers import Analyzer as Analyzer
 from .analyzers import ResidualNorms as ResidualNorms
 from .analyzers import ResidualNormsResult as ResidualNormsResult
 from .analyzers import RunRecord as RunRecord
+from .capture import emulate_precision as emulate_precision
+from .capture import intervene as intervene
+from .capture import native_dtype as native_dtype
+from .capture import preserve_state as preserve_state
+from .capture import record as record
 from .models import ModelInfo as ModelInfo
 from .models import list_models as list_models
 from .models import load_model as load_model

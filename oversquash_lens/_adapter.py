@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 
 from . import _hooknames as names
-from ._capture import fired_hooks, hook_dict
 from ._compat import Backend, backend_of, package_version, tl_version
 from ._errors import (
     EmptySequenceError,
@@ -22,6 +21,7 @@ from ._errors import (
     PromptTooLongError,
 )
 from ._types import Tokens, TokensAnyBatch
+from .capture import fired_hooks, hook_dict
 from .models import ModelInfo, model_info
 from .results import Provenance
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _capture as capture
+from . import capture
 from ._adapter import ModelAdapter
 from ._errors import PromptTooLongError
 from .analyzers import Analyzer, RunRecord

@@ -15,9 +15,9 @@ import torch
 
 from ._adapter import ModelAdapter
 from ._attach import attach
-from ._capture import emulate_precision, record
 from ._generate import greedy_continuation
 from .analyzers import ResidualNorms, ResidualNormsResult
+from .capture import emulate_precision, record
 from .models import load_model
 from .precision import machine_epsilon, ulp_distance
 

@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from ._capture import preserve_state
+from .capture import preserve_state
 
 
 @torch.no_grad()

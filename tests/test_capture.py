@@ -165,7 +165,8 @@ def test_casts_inside_any_context_are_undone(load, backend: str) -> None:
 
 
 def test_native_dtype_failing_half_way_is_restored(backend: str, monkeypatch) -> None:
-    from oversquash_lens import _capture, _tensors
+    from oversquash_lens import _tensors
+    from oversquash_lens.capture import _precision
 
     model = osl.load_model("tiny-llama", backend=backend)
     before = state_of(model)
@@ -176,7 +177,7 @@ def test_native_dtype_failing_half_way_is_restored(backend: str, monkeypatch) ->
             t.data = t.data.to(dtype)
         raise MemoryError("out of memory half way")
 
-    monkeypatch.setattr(_capture, "cast_floating_", cast_half_then_fail)
+    monkeypatch.setattr(_precision, "cast_floating_", cast_half_then_fail)
     with pytest.raises(MemoryError):
         with osl.native_dtype(model, "bfloat16"):
             pass

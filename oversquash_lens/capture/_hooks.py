@@ -1,17 +1,16 @@
-"""The only module that touches hooks: record, intervene, emulate precision, mark runs.
+"""Adding and removing hooks; recording activations; marking forward passes.
 
 Every context manager here removes exactly the hooks it added (never the user's) and
-restores the model's train/eval flags, ``requires_grad`` flags, grad mode, dtype and
-weights' storage on exit, also when the block raises.
+restores the model's state (see ``preserve_state``) on exit, also when the block raises.
 
 Our hooks are registered as *permanent* TransformerLens hooks so that a user's
 ``run_with_hooks`` / ``run_with_cache`` / ``reset_hooks()`` inside the block leaves them
 alone; we remove them ourselves by handle.
 
-Order at a hook point: precision rounding runs first (everyone downstream sees the
-rounded value); observers (``record``, ``attach``) are moved to the end at the start of
-every forward pass, so they see the value the model actually used, after the user's own
-patching hooks.
+Order at a hook point: ``order="first"`` hooks (precision rounding) run before all others,
+so everyone downstream sees the rounded value; ``order="last"`` hooks (observers: ``record``,
+``attach``) are moved to the end at the start of every forward pass, so they see the value
+the model actually used, after the user's own patching hooks.
 """
 
 import difflib
@@ -19,41 +18,20 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from . import _hooknames as names
-from ._dtypes import native_torch_dtype
-from ._errors import MissingHookError, UnsupportedPrecisionError
-from ._tensors import HF_FLOAT32_BUFFERS, cast_floating_
-from .precision import FormatLike, get_format, round_to_format
+from .._errors import MissingHookError
+from ._state import preserve_state
 
 HookFn = Callable[..., Any]  # fn(activation, *, hook) -> replacement or None
 Direction = Literal["fwd", "bwd"]
 Order = Literal["append", "first", "last"]
 
-__all__ = [
-    "ActivationRecord",
-    "active_precision",
-    "emulate_precision",
-    "fired_hooks",
-    "hook_dict",
-    "hook_point",
-    "hooks",
-    "intervene",
-    "native_dtype",
-    "preserve_state",
-    "record",
-    "run_boundaries",
-]
-
 # Models running a hidden probe pass (fired_hooks): our hooks stay silent during it.
 _PROBING: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
-# Precision contexts active on each model, innermost last, for provenance.
-_PRECISION: "weakref.WeakKeyDictionary[torch.nn.Module, list[str]]" = weakref.WeakKeyDictionary()
 
 
 def hook_dict(model: Any) -> dict[str, Any]:
@@ -75,116 +53,6 @@ def hook_point(model: Any, name: str, points: dict[str, Any] | None = None) -> A
     raise MissingHookError(f"this model has no hook point named {name!r}.{hint}")
 
 
-def active_precision(model: Any) -> str | None:
-    """The precision contexts active on ``model`` (native dtype / emulation), or None.
-
-    Example:
-        >>> import oversquash_lens as osl
-        >>> model = osl.load_model("tiny-gpt2")
-        >>> with osl.emulate_precision(model, "bf16"):
-        ...     active_precision(model)
-        'bfloat16 emulated at residual'
-    """
-    stack = _PRECISION.get(model)
-    return "; ".join(stack) if stack else None
-
-
-@contextmanager
-def _precision_label(model: Any, label: str) -> Iterator[None]:
-    stack = _PRECISION.setdefault(model, [])
-    stack.append(label)
-    try:
-        yield
-    finally:
-        stack.remove(label)
-
-
-# --------------------------------------------------------------------------- state
-@dataclass
-class _Snapshot:
-    training: dict[torch.nn.Module, bool] = field(default_factory=dict)
-    requires_grad: dict[torch.nn.Parameter, bool] = field(default_factory=dict)
-    slots: list[tuple[torch.nn.Module, str, str, Tensor]] = field(default_factory=list)
-    data: dict[Tensor, Tensor] = field(default_factory=dict)
-    cfg_dtype: Any = None
-    grad_enabled: bool = True
-
-
-def _tensor_slots(model: Any) -> list[tuple[torch.nn.Module, str, str, Tensor]]:
-    """(module, kind, name, tensor) for every floating parameter, buffer and attribute."""
-    slots = []
-    for module in model.modules():
-        for kind, table in (
-            ("param", module._parameters),
-            ("buffer", module._buffers),
-            ("attr", vars(module)),
-        ):
-            for name, value in table.items():
-                if isinstance(value, Tensor) and value.is_floating_point():
-                    slots.append((module, kind, name, value))
-    return slots
-
-
-def _snapshot(model: Any) -> _Snapshot:
-    # References only, no copies: enough to undo casts (which swap storage or, for
-    # buffers, whole tensor objects) made inside the block.
-    slots = _tensor_slots(model)
-    return _Snapshot(
-        training={m: m.training for m in model.modules()},
-        requires_grad={p: p.requires_grad for p in model.parameters()},
-        slots=slots,
-        data={tensor: tensor.data for _, _, _, tensor in slots},
-        cfg_dtype=getattr(model.cfg, "dtype", None),
-        grad_enabled=torch.is_grad_enabled(),
-    )
-
-
-def _restore(model: Any, snap: _Snapshot) -> None:
-    for module, kind, name, tensor in snap.slots:
-        table = {"param": module._parameters, "buffer": module._buffers}.get(kind)
-        current = table.get(name) if table is not None else vars(module).get(name)
-        if current is not tensor:
-            if table is not None:
-                table[name] = tensor  # type: ignore[assignment]
-            else:
-                setattr(module, name, tensor)
-    for tensor, data in snap.data.items():
-        if tensor.data.data_ptr() != data.data_ptr() or tensor.dtype != data.dtype:
-            tensor.data = data
-    if snap.cfg_dtype is not None:
-        model.cfg.dtype = snap.cfg_dtype
-    for param, flag in snap.requires_grad.items():
-        param.requires_grad_(flag)
-    for module, flag in snap.training.items():
-        module.training = flag
-    torch.set_grad_enabled(snap.grad_enabled)
-
-
-@contextmanager
-def preserve_state(model: Any) -> Iterator[Any]:
-    """Restore the model's state on exit, also when the block raises.
-
-    Restored: train/eval flags of every module, ``requires_grad`` of every parameter,
-    the global grad mode, ``cfg.dtype``, and the storage of every floating tensor (so a
-    cast inside the block, ``model.to(torch.bfloat16)`` included, is undone exactly).
-    In-place edits of weights are not undone.
-
-    Example:
-        >>> import oversquash_lens as osl
-        >>> model = osl.load_model("tiny-gpt2")
-        >>> with osl.preserve_state(model):
-        ...     _ = model.train()
-        >>> model.training
-        False
-    """
-    snap = _snapshot(model)
-    try:
-        yield model
-    finally:
-        _restore(model, snap)
-
-
-# --------------------------------------------------------------------------- hooks
 def _handles(point: Any, direction: Direction) -> list[Any]:
     return point.fwd_hooks if direction == "fwd" else point.bwd_hooks
 
@@ -447,108 +315,6 @@ def run_boundaries(
     finally:
         for handle in handles:
             handle.remove()
-
-
-@contextmanager
-def native_dtype(model: Any, dtype: FormatLike) -> Iterator[Any]:
-    """Run the model natively in another dtype inside the block, then restore it exactly.
-
-    Every floating tensor the model computes with (parameters, the bridge's processed
-    weights, buffers; Hugging Face rotary frequencies stay float32) gets new data in
-    ``dtype``; the original data is kept, not round-tripped, so float32 weights come back
-    bit-identical. Peak memory is the original model plus its copy in ``dtype``.
-
-    Raises:
-        UnsupportedPrecisionError: For formats torch cannot run natively (fp8, custom
-            widths) or the device lacks: emulate those with :func:`emulate_precision`.
-
-    Example:
-        >>> import oversquash_lens as osl
-        >>> model = osl.load_model("tiny-gpt2")
-        >>> with osl.native_dtype(model, "bfloat16"):
-        ...     model(model.to_tokens("1 2")).dtype
-        torch.bfloat16
-        >>> model.W_E.dtype
-        torch.float32
-    """
-    target = native_torch_dtype(dtype, model.W_E.device)
-    with preserve_state(model), _precision_label(model, f"{get_format(target).name} native"):
-        cast_floating_(model, target, keep=HF_FLOAT32_BUFFERS)
-        if getattr(model.cfg, "dtype", None) is not None:
-            model.cfg.dtype = target
-        yield model
-
-
-@contextmanager
-def emulate_precision(
-    model: Any,
-    fmt: FormatLike,
-    *,
-    points: Literal["residual", "residual+attention"] | Sequence[str] = "residual",
-    overflow: Literal["format", "saturate"] = "format",
-) -> Iterator[Any]:
-    """Round activations to ``fmt`` at hook points, emulating a format on any device.
-
-    Rounding runs before every other hook at those points, so recorders and analyzers
-    see the rounded values.
-
-    Args:
-        model: HookedTransformer or TransformerBridge (running in float32 or float64, or
-            in a 16-bit dtype at least as wide as ``fmt``).
-        fmt: Any format :func:`~oversquash_lens.precision.get_format` accepts, e.g.
-            ``"bfloat16"``, ``"float8_e4m3"``, ``"e5m7"``.
-        points: ``"residual"`` rounds the residual stream (embedding, between attention and
-            MLP, after every block); ``"residual+attention"`` also rounds per-head attention
-            outputs (``hook_z``); or an explicit list of hook names.
-        overflow: Overflow rule (see :func:`~oversquash_lens.precision.round_to_format`).
-
-    Yields:
-        The model.
-
-    Raises:
-        UnsupportedPrecisionError: If the model runs in a 16-bit dtype narrower than
-            ``fmt`` (emulation could not be exact).
-
-    Example:
-        >>> import oversquash_lens as osl
-        >>> model = osl.load_model("tiny-gpt2")
-        >>> with osl.emulate_precision(model, "bfloat16"):
-        ...     with osl.record(model, ["blocks.1.hook_resid_post"]) as acts:
-        ...         _ = model(model.to_tokens("1 2"))
-        >>> x = acts["blocks.1.hook_resid_post"]
-        >>> bool((x == x.bfloat16().float()).all())
-        True
-    """
-    spec = get_format(fmt)
-    running = get_format(model.W_E.dtype)
-    if running.mantissa_bits < 23 and not running.contains(spec):
-        raise UnsupportedPrecisionError(
-            f"the model runs in {running.name}, narrower than {spec.name}: emulating "
-            f"{spec.name} needs a float32 model (load it with dtype='float32')"
-        )
-    if isinstance(points, str):
-        if points not in ("residual", "residual+attention"):
-            raise ValueError(
-                f"points must be 'residual', 'residual+attention' or a list of hook names, "
-                f"got {points!r}"
-            )
-        available = hook_dict(model)
-        n_layers = model.cfg.n_layers
-        chosen = [n for n in names.residual_stream(n_layers) if n in available]
-        if points == "residual+attention":
-            chosen += [names.z(layer) for layer in range(n_layers)]
-        where = points
-    else:
-        chosen, where = list(points), f"{len(points)} hook points"
-
-    def round_hook(activation: Tensor, hook: Any) -> Tensor:
-        return round_to_format(activation, spec, overflow=overflow)
-
-    with (
-        _precision_label(model, f"{spec.name} emulated at {where}"),
-        hooks(model, [(n, round_hook) for n in chosen], order="first"),
-    ):
-        yield model
 
 
 @torch.no_grad()

@@ -1,0 +1,93 @@
+"""Snapshot and restore of a model's state: modes, grad flags, dtype, weights' storage."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class _Snapshot:
+    training: dict[torch.nn.Module, bool] = field(default_factory=dict)
+    requires_grad: dict[torch.nn.Parameter, bool] = field(default_factory=dict)
+    slots: list[tuple[torch.nn.Module, str, str, Tensor]] = field(default_factory=list)
+    data: dict[Tensor, Tensor] = field(default_factory=dict)
+    cfg_dtype: Any = None
+    grad_enabled: bool = True
+
+
+def _tensor_slots(model: Any) -> list[tuple[torch.nn.Module, str, str, Tensor]]:
+    """(module, kind, name, tensor) for every floating parameter, buffer and attribute."""
+    slots = []
+    for module in model.modules():
+        for kind, table in (
+            ("param", module._parameters),
+            ("buffer", module._buffers),
+            ("attr", vars(module)),
+        ):
+            for name, value in table.items():
+                if isinstance(value, Tensor) and value.is_floating_point():
+                    slots.append((module, kind, name, value))
+    return slots
+
+
+def _snapshot(model: Any) -> _Snapshot:
+    # References only, no copies: enough to undo casts (which swap storage or, for
+    # buffers, whole tensor objects) made inside the block.
+    slots = _tensor_slots(model)
+    return _Snapshot(
+        training={m: m.training for m in model.modules()},
+        requires_grad={p: p.requires_grad for p in model.parameters()},
+        slots=slots,
+        data={tensor: tensor.data for _, _, _, tensor in slots},
+        cfg_dtype=getattr(model.cfg, "dtype", None),
+        grad_enabled=torch.is_grad_enabled(),
+    )
+
+
+def _restore(model: Any, snap: _Snapshot) -> None:
+    for module, kind, name, tensor in snap.slots:
+        table = {"param": module._parameters, "buffer": module._buffers}.get(kind)
+        current = table.get(name) if table is not None else vars(module).get(name)
+        if current is not tensor:
+            if table is not None:
+                table[name] = tensor  # type: ignore[assignment]
+            else:
+                setattr(module, name, tensor)
+    for tensor, data in snap.data.items():
+        if tensor.data.data_ptr() != data.data_ptr() or tensor.dtype != data.dtype:
+            tensor.data = data
+    if snap.cfg_dtype is not None:
+        model.cfg.dtype = snap.cfg_dtype
+    for param, flag in snap.requires_grad.items():
+        param.requires_grad_(flag)
+    for module, flag in snap.training.items():
+        module.training = flag
+    torch.set_grad_enabled(snap.grad_enabled)
+
+
+@contextmanager
+def preserve_state(model: Any) -> Iterator[Any]:
+    """Restore the model's state on exit, also when the block raises.
+
+    Restored: train/eval flags of every module, ``requires_grad`` of every parameter,
+    the global grad mode, ``cfg.dtype``, and the storage of every floating tensor (so a
+    cast inside the block, ``model.to(torch.bfloat16)`` included, is undone exactly).
+    In-place edits of weights are not undone.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> with osl.preserve_state(model):
+        ...     _ = model.train()
+        >>> model.training
+        False
+    """
+    snap = _snapshot(model)
+    try:
+        yield model
+    finally:
+        _restore(model, snap)
