@@ -14,7 +14,6 @@ from torch import Tensor
 
 from . import capture
 from ._adapter import ModelAdapter
-from ._errors import PromptTooLongError
 from .analyzers import Analyzer, RunRecord
 from .results import Result
 
@@ -41,11 +40,8 @@ class Recording:
     # -------------------------------------------------------------- recording side
     def _on_tokens(self, tokens: Tensor | None) -> None:
         """The embedding saw ``tokens``: they belong to the next run that starts."""
-        if tokens is not None and tokens.shape[-1] > self.adapter.n_ctx:
-            raise PromptTooLongError(
-                f"the input has {tokens.shape[-1]} tokens but {self.adapter.info.name} has a "
-                f"context window of n_ctx={self.adapter.n_ctx}; shorten it"
-            )
+        if tokens is not None:
+            self.adapter.check_tokens(tokens)  # refuse inputs longer than n_ctx, clearly
         self._pending_tokens = tokens
 
     def _start_run(self) -> dict[str, RunRecord]:

@@ -11,6 +11,28 @@ from torch import Tensor
 HF_FLOAT32_BUFFERS = ("inv_freq",)
 
 
+TensorSlot = tuple[torch.nn.Module, str, str, Tensor]  # (module, kind, name, tensor)
+
+
+def tensor_slots(model: Any) -> list[TensorSlot]:
+    """Where every floating tensor lives: each parameter, buffer and plain attribute.
+
+    ``kind`` is ``"param"``, ``"buffer"`` or ``"attr"``; ``name`` is local to ``module``.
+    A tensor shared by several modules (tied weights) appears once per place.
+    """
+    slots = []
+    for module in model.modules():
+        for kind, table in (
+            ("param", module._parameters),
+            ("buffer", module._buffers),
+            ("attr", vars(module)),
+        ):
+            for name, value in table.items():
+                if isinstance(value, Tensor) and value.is_floating_point():
+                    slots.append((module, kind, name, value))
+    return slots
+
+
 def floating_tensors(model: Any, *, keep: Sequence[str] = ()) -> list[Tensor]:
     """Parameters, buffers and plain tensor attributes of every submodule.
 
@@ -26,12 +48,8 @@ def floating_tensors(model: Any, *, keep: Sequence[str] = ()) -> list[Tensor]:
         Each floating tensor once.
     """
     seen: dict[int, Tensor] = {}
-    candidates = list(model.parameters())
-    candidates += [b for n, b in model.named_buffers() if not n.endswith(tuple(keep))]
-    for module in model.modules():
-        candidates += [v for v in vars(module).values() if isinstance(v, Tensor)]
-    for tensor in candidates:
-        if tensor.is_floating_point():
+    for _, kind, name, tensor in tensor_slots(model):
+        if not (kind == "buffer" and name.endswith(tuple(keep))):
             seen.setdefault(id(tensor), tensor)
     return list(seen.values())
 

@@ -8,36 +8,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._tensors import TensorSlot, tensor_slots
+
 
 @dataclass
 class _Snapshot:
     training: dict[torch.nn.Module, bool] = field(default_factory=dict)
     requires_grad: dict[torch.nn.Parameter, bool] = field(default_factory=dict)
-    slots: list[tuple[torch.nn.Module, str, str, Tensor]] = field(default_factory=list)
+    slots: list[TensorSlot] = field(default_factory=list)
     data: dict[Tensor, Tensor] = field(default_factory=dict)
     cfg_dtype: Any = None
     grad_enabled: bool = True
 
 
-def _tensor_slots(model: Any) -> list[tuple[torch.nn.Module, str, str, Tensor]]:
-    """(module, kind, name, tensor) for every floating parameter, buffer and attribute."""
-    slots = []
-    for module in model.modules():
-        for kind, table in (
-            ("param", module._parameters),
-            ("buffer", module._buffers),
-            ("attr", vars(module)),
-        ):
-            for name, value in table.items():
-                if isinstance(value, Tensor) and value.is_floating_point():
-                    slots.append((module, kind, name, value))
-    return slots
-
-
 def _snapshot(model: Any) -> _Snapshot:
     # References only, no copies: enough to undo casts (which swap storage or, for
     # buffers, whole tensor objects) made inside the block.
-    slots = _tensor_slots(model)
+    slots = tensor_slots(model)
     return _Snapshot(
         training={m: m.training for m in model.modules()},
         requires_grad={p: p.requires_grad for p in model.parameters()},
