@@ -237,12 +237,18 @@ class ModelAdapter:
             MissingHookError: For names this model does not have.
         """
         points = hook_dict(self.model)
-        missing = [n for n in hook_names if n not in points]
+        missing = [n for n in hook_names if n not in points and not self._serves(n)]
         if missing:
             raise MissingHookError(
                 f"{self.info.name} ({self.backend}) has no hook points {missing[:4]}; for a "
                 "TransformerBridge call enable_compatibility_mode() first"
             )
+
+    def _serves(self, name: str) -> bool:
+        """Pseudo hook points served without a HookPoint (the logits)."""
+        return name == names.LOGITS and isinstance(
+            getattr(self.model, "unembed", None), torch.nn.Module
+        )
 
     @property
     def attention_implementation(self) -> str:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from . import capture
 from ._adapter import ModelAdapter
+from ._hooknames import LOGITS
 from .analyzers import Analyzer, RunRecord
 from .results import Result
 
@@ -193,10 +194,23 @@ def attach(model: Any, *analyzers: Analyzer) -> Iterator[Recording]:
     # of the analyzers' own hook points fire in it (they then refuse it, saying why).
     marker = adapter.resid_pre(0)
     needed = sorted({marker, *(name for names in rec.hook_names.values() for name in names)})
+    wants_logits = LOGITS in needed
+    needed = [name for name in needed if name != LOGITS]
+    edits = [pair for analyzer in keyed.values() for pair in analyzer.edit_hooks(adapter)]
     with ExitStack() as stack:
         if any(name.endswith("hook_pattern") for name in needed):
             stack.enter_context(adapter.eager_attention())
-        stack.enter_context(capture.run_boundaries(model, rec._on_tokens, rec._end_run))
+        on_logits = rec._dispatch(LOGITS) if wants_logits else None
+        stack.enter_context(
+            capture.run_boundaries(
+                model,
+                rec._on_tokens,
+                rec._end_run,
+                on_logits=(lambda logits: on_logits(logits, None)) if on_logits else None,
+            )
+        )
+        if edits:
+            stack.enter_context(capture.hooks(model, edits, order="first"))
         stack.enter_context(
             capture.hooks(model, [(name, rec._dispatch(name)) for name in needed], order="last")
         )

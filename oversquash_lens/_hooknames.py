@@ -7,6 +7,9 @@ name as HookedTransformer (PAPER.md §1 maps them to the paper's v(ℓ), y_n and
 EMBED = "hook_embed"
 POS_EMBED = "hook_pos_embed"
 FINAL_NORM = "ln_final.hook_normalized"
+# Not a TransformerLens hook point: the unembedding's output, which ``attach`` serves to
+# analyzers through a module hook (HookedTransformer has no hook on the logits).
+LOGITS = "logits"
 
 
 def resid_pre(layer: int) -> str:

@@ -208,3 +208,69 @@ def test_user_forward_longer_than_context_is_refused(load, backend: str) -> None
     with pytest.raises(osl.PromptTooLongError, match="n_ctx=1024"):
         with osl.attach(model, osl.ResidualNorms()):
             model(torch.ones((1, 1025), dtype=torch.long))
+
+
+class _Logits(osl.Analyzer):
+    """Keeps the logits pseudo-hook and the first block's input."""
+
+    def hook_names(self, adapter):
+        return [names.LOGITS, names.resid_pre(0)]
+
+    def compute(self, run):
+        raise NotImplementedError
+
+
+class _LeafInput(osl.Analyzer):
+    """Makes the first block's input a leaf that requires grad (an edit hook)."""
+
+    def __init__(self) -> None:
+        self.seen_order: list[str] = []
+
+    def edit_hooks(self, adapter):
+        def make_leaf(activation, hook):
+            self.seen_order.append("edit")
+            return activation.detach().requires_grad_(True)
+
+        return [(names.resid_pre(0), make_leaf)]
+
+    def hook_names(self, adapter):
+        return [names.resid_pre(0)]
+
+    def keep(self, name, activation):
+        self.seen_order.append("keep")
+        return activation  # the live tensor, graph attached
+
+    def compute(self, run):
+        raise NotImplementedError
+
+
+def test_logits_are_served_to_analyzers(load, backend: str) -> None:
+    model = load("tiny-llama", backend)
+    tokens = model.to_tokens("1 2 3")
+    before = hook_registry(model)
+    with osl.attach(model, _Logits()) as rec:
+        logits = model(tokens)
+        model.run_with_cache(tokens)
+    assert rec.n_runs == 2
+    for index in range(2):
+        kept = rec.run("_Logits", index).activations[names.LOGITS]
+        torch.testing.assert_close(kept, logits.detach(), rtol=0, atol=0)
+    assert not leftover_hooks(model, before)
+
+
+def test_edit_hooks_run_before_observers_and_are_removed(load, backend: str) -> None:
+    model = load("tiny-gpt2", backend)
+    tokens = model.to_tokens("1 2 3")
+    before = hook_registry(model)
+    analyzer = _LeafInput()
+    with torch.no_grad():
+        reference = model(tokens)
+    with osl.attach(model, analyzer) as rec:
+        logits = model(tokens)
+    leaf = rec.run("_LeafInput").activations[names.resid_pre(0)]
+    assert analyzer.seen_order == ["edit", "keep"]
+    assert leaf.is_leaf and leaf.requires_grad
+    (grad,) = torch.autograd.grad(logits[0, -1, 0], leaf)
+    assert grad.shape == leaf.shape and grad.abs().sum() > 0
+    torch.testing.assert_close(logits.detach(), reference, rtol=0, atol=0)  # value unchanged
+    assert not leftover_hooks(model, before)

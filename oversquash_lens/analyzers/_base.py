@@ -8,7 +8,7 @@ tensors alone (``compute`` never sees the model).
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -80,7 +80,21 @@ class Analyzer(abc.ABC):
 
     @abc.abstractmethod
     def hook_names(self, adapter: "ModelAdapter") -> list[str]:
-        """Hook points this analyzer reads, for this model."""
+        """Hook points this analyzer reads, for this model.
+
+        ``"logits"`` (``oversquash_lens._hooknames.LOGITS``) is served too: the
+        unembedding's output, ``[batch, pos, d_vocab]``.
+        """
+
+    def edit_hooks(self, adapter: "ModelAdapter") -> list[tuple[str, Any]]:
+        """Hooks that may replace activations, run before every other hook at their point.
+
+        Most analyzers only observe and return ``[]``. One that needs, say, a tensor that
+        requires grad at the first block's input returns ``[(hook_name, fn)]`` with
+        TransformerLens hook functions ``fn(activation, hook) -> Tensor | None``; the
+        replacement must have the same value, so the user's run is unchanged.
+        """
+        return []
 
     def keep(self, name: str, activation: Tensor) -> Tensor:
         """What to store from one activation (default: a detached CPU copy)."""

@@ -279,6 +279,7 @@ def run_boundaries(
     model: Any,
     on_tokens: Callable[[Tensor | None], None],
     on_end: Callable[[], None],
+    on_logits: Callable[[Tensor], None] | None = None,
 ) -> Iterator[None]:
     """Report the token ids fed to the embedding, and the ends of forward passes.
 
@@ -289,6 +290,7 @@ def run_boundaries(
     alone would miss them). ``on_end()`` runs when a call of the model starts or finishes
     and when the unembedding has run, so a pass stopped early (``stop_at_layer``) or
     started late (``start_at_layer``) is not merged with its neighbours.
+    ``on_logits(logits)``, if given, sees the unembedding's output just before that.
     """
     embed = _embedding_module(model)
 
@@ -302,6 +304,13 @@ def run_boundaries(
         if model not in _PROBING:
             on_end()
 
+    def logits_hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+        if model in _PROBING:
+            return
+        if on_logits is not None and isinstance(output, Tensor):
+            on_logits(output)
+        on_end()
+
     handles = [
         embed.register_forward_pre_hook(tokens_hook, with_kwargs=True),
         model.register_forward_pre_hook(end_hook),
@@ -309,7 +318,7 @@ def run_boundaries(
     ]
     unembed = getattr(model, "unembed", None)
     if isinstance(unembed, torch.nn.Module):
-        handles.append(unembed.register_forward_hook(end_hook))
+        handles.append(unembed.register_forward_hook(logits_hook))
     try:
         yield
     finally:
