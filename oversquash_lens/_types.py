@@ -14,3 +14,29 @@ ResidualAtPos = Float[Tensor, "batch d_model"]
 PointNorms = Float64[Tensor, "batch point"]
 
 __all__ = ["PointNorms", "Residual", "ResidualAtPos", "Tokens", "TokensAnyBatch"]
+
+# Attention paths (analyzers/_paths.py, _path_math.py)
+Pattern = Float[Tensor, "batch head_index query_pos key_pos"]
+PathMatrix = Float64[Tensor, "batch query_pos key_pos"]
+PathRows = Float64[Tensor, "batch *row key_pos"]
+PathWeights = Float64[Tensor, "batch layer key_pos"]
+HeadPathWeights = Float64[Tensor, "batch layer head_index key_pos"]
+LayerPathWeights = Float64[Tensor, "layer key_pos"]
+HeadScale = Float64[Tensor, "layer head_index"]
+LayerValues = Float64[Tensor, " layer"]
+PosValues = Float64[Tensor, " key_pos"]
+__all__ += [
+    "HeadPathWeights",
+    "HeadScale",
+    "LayerPathWeights",
+    "LayerValues",
+    "PathMatrix",
+    "PathRows",
+    "PathWeights",
+    "Pattern",
+    "PosValues",
+]
+
+# One token sequence (tasks/)
+TokenSeq = Int[Tensor, " pos"]
+__all__ += ["TokenSeq"]

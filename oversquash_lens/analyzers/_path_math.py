@@ -1,0 +1,289 @@
+"""Pure math of attention paths (PAPER.md §3): functions on tensors, never a model.
+
+Every method multiplies per-layer *transition matrices* Ā(ℓ) = a·Λ(ℓ) + b·I, where Λ(ℓ)
+is a layer's attention (heads reduced to one causal matrix):
+
+- ``bound``: Ā = Λ/β1 + I, the matrix of Thm 5.1; the constant C is kept apart
+  (:func:`bound_constants`);
+- ``rollout``: Ā = ½(Λ + I), attention rollout (Abnar & Zuidema 2020);
+- ``context``: Ā = Λ, the cumulative context of Wu et al. (no residual).
+
+The weight of all causal paths from position i to the last position through layers
+0..ℓ is the last row of P_ℓ = Ā(ℓ) ⋯ Ā(0). :class:`PathProduct` keeps P as a running
+product, one layer at a time, so only one n×n matrix per batch row lives between layers.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float, Float64
+from torch import Tensor
+
+from .._types import LayerPathWeights, LayerValues, PathMatrix, PathRows, Pattern
+
+METHODS = ("bound", "rollout", "context")
+HEAD_REDUCTIONS = ("mean", "max", "each")
+BLOCK = 256  # row-block size of the triangular product; measured in benchmarks/bench_paths.py
+
+
+def transition_coefficients(method: str, beta1: float = 1.0) -> tuple[float, float]:
+    """The (a, b) of Ā = a·Λ + b·I for a path method.
+
+    Args:
+        method: ``"bound"``, ``"rollout"`` or ``"context"``.
+        beta1: The first norm's constant β1 (used by ``bound`` only).
+
+    Returns:
+        ``(a, b)``.
+
+    Raises:
+        ValueError: For unknown methods or a non-positive β1.
+
+    Example:
+        >>> transition_coefficients("rollout"), transition_coefficients("bound", 2.0)
+        ((0.5, 0.5), (0.5, 1.0))
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown path method {method!r}: choose one of {METHODS}")
+    if not (math.isfinite(beta1) and beta1 > 0):
+        raise ValueError(f"beta1 must be a positive number, got {beta1}")
+    return {"bound": (1.0 / beta1, 1.0), "rollout": (0.5, 0.5), "context": (1.0, 0.0)}[method]
+
+
+def reduce_heads(
+    pattern: Pattern, heads: str = "mean", weights: Float[Tensor, " head_index"] | None = None
+) -> PathMatrix:
+    """One causal matrix per batch row from a layer's per-head attention patterns.
+
+    Works head by head, so besides the model's own pattern tensor only n×n float64
+    matrices are allocated (never a float64 copy of all heads).
+
+    Args:
+        pattern: ``[batch, head_index, query_pos, key_pos]`` attention probabilities.
+        heads: ``"mean"`` (row-stochastic average; also what ``"each"`` propagates) or
+            ``"max"`` (element-wise maximum over heads: an upper envelope whose rows may
+            sum to more than 1; not renormalized). Ignored when ``weights`` is given.
+        weights: Per-head weights: Λ = Σ_h w_h Λ_h (e.g. ‖W_O^h W_V^h‖ to fold the value
+            and output maps into a multi-head bound).
+
+    Returns:
+        ``[batch, query_pos, key_pos]`` float64.
+
+    Example:
+        >>> p = torch.tensor([[1.0, 0.0], [0.5, 0.5]]).expand(1, 2, 2, 2)
+        >>> reduce_heads(p)[0]
+        tensor([[1.0000, 0.0000],
+                [0.5000, 0.5000]], dtype=torch.float64)
+    """
+    n_heads = pattern.shape[1]
+    if weights is not None:
+        out = torch.zeros(pattern[:, 0].shape, dtype=torch.float64, device=pattern.device)
+        for h in range(n_heads):
+            out.add_(pattern[:, h].to(torch.float64), alpha=float(weights[h]))
+        return out
+    if heads == "max":
+        return pattern.amax(dim=1).to(torch.float64)
+    if heads not in HEAD_REDUCTIONS:
+        raise ValueError(f"unknown head reduction {heads!r}: choose one of {HEAD_REDUCTIONS}")
+    out = pattern[:, 0].to(torch.float64, copy=True)
+    for h in range(1, n_heads):
+        out.add_(pattern[:, h])
+    return out.div_(n_heads)
+
+
+def to_transition_(attention: PathMatrix, a: float, b: float) -> PathMatrix:
+    """Turn Λ into Ā = a·Λ + b·I in place (and return it)."""
+    if a != 1.0:
+        attention.mul_(a)
+    if b != 0.0:
+        attention.diagonal(dim1=-2, dim2=-1).add_(b)
+    return attention
+
+
+def head_rows(
+    pattern: Pattern, a: float, b: float, previous: PathMatrix | None
+) -> Float64[Tensor, "batch head_index key_pos"]:
+    """Per-head path weights to the last position: last row of Ā_h(ℓ)·P_{ℓ−1}.
+
+    Args:
+        pattern: ``[batch, head_index, query_pos, key_pos]`` of layer ℓ.
+        a: Coefficient of Λ in Ā (see :func:`transition_coefficients`).
+        b: Coefficient of I in Ā.
+        previous: P_{ℓ−1}, the head-reduced product of the layers below (None at layer 0).
+
+    Returns:
+        ``[batch, head_index, key_pos]`` float64.
+    """
+    rows = pattern[:, :, -1, :].to(torch.float64, copy=True).mul_(a)
+    rows[..., -1] += b
+    if previous is None:
+        return rows
+    return torch.matmul(rows, previous.to(rows.device))
+
+
+def causal_matmul_(left: PathMatrix, right: PathMatrix, block: int = BLOCK) -> PathMatrix:
+    """``left @ right`` for lower-triangular matrices, written into ``left``.
+
+    Row block I of the product needs only ``left[I, :end(I)]`` and
+    ``right[:end(I), :end(I)]``, so the cost is about n³/3 multiply-adds instead of n³, and
+    computing the row blocks from the last to the first lets each overwrite the rows of
+    ``left`` it no longer needs: no second n×n matrix is allocated.
+
+    Args:
+        left: ``[batch, n, n]`` lower triangular; overwritten with the product.
+        right: ``[batch, n, n]`` lower triangular.
+        block: Rows per block.
+
+    Returns:
+        ``left``, now holding the product.
+
+    Example:
+        >>> m = torch.tril(torch.ones(1, 3, 3, dtype=torch.float64))
+        >>> causal_matmul_(m.clone(), m, block=2)[0, -1]
+        tensor([3., 2., 1.], dtype=torch.float64)
+    """
+    n = left.shape[-1]
+    for start in range(((n - 1) // block) * block, -1, -block):
+        end = min(start + block, n)
+        left[:, start:end, :end] = torch.matmul(left[:, start:end, :end], right[:, :end, :end])
+    return left
+
+
+class PathProduct:
+    """The running product P_ℓ = Ā(ℓ) ⋯ Ā(0), one layer at a time.
+
+    Example:
+        >>> prod = PathProduct()
+        >>> half = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]], dtype=torch.float64)
+        >>> prod.push(half.clone()); prod.push(half.clone())
+        >>> prod.last_row()
+        tensor([[0.7500, 0.2500]], dtype=torch.float64)
+    """
+
+    def __init__(self) -> None:
+        self.matrix: PathMatrix | None = None
+        self.n_layers = 0
+
+    def push(self, transition: PathMatrix) -> None:
+        """Multiply one more layer on the left; ``transition`` is taken over (overwritten)."""
+        if self.matrix is not None:
+            transition = causal_matmul_(transition, self.matrix.to(transition.device))
+        self.matrix = transition
+        self.n_layers += 1
+
+    def last_row(self) -> PathRows:
+        """A CPU copy of the last row of P, ``[batch, key_pos]``."""
+        if self.matrix is None:
+            raise RuntimeError("no layer pushed yet")
+        return self.matrix[:, -1, :].to("cpu", copy=True)
+
+    def clear(self) -> None:
+        """Forget the product (frees its memory)."""
+        self.matrix = None
+        self.n_layers = 0
+
+
+def uniform_path_weights(n: int, coefficients: Sequence[tuple[float, float]]) -> LayerPathWeights:
+    """Path weights under uniform causal attention Λ_ij = 1/i, for every layer.
+
+    Every Ā(ℓ) = a_ℓ·U + b_ℓ·I is a polynomial in the same U, so they commute and the last
+    row of Ā(ℓ)⋯Ā(0) is e_nᵀ Ā(0) Ā(1) ⋯ Ā(ℓ): a row vector pushed through the layers, and
+    (wU)_j = Σ_{i≥j} w_i/i is a reversed cumulative sum. Cost O(n·L), no n×n matrix.
+
+    Args:
+        n: Sequence length.
+        coefficients: ``(a_ℓ, b_ℓ)`` per layer, as from :func:`transition_coefficients`
+            (times the sum of head weights when heads are weighted).
+
+    Returns:
+        ``[layer, key_pos]`` float64.
+
+    Example:
+        >>> uniform_path_weights(20, [(0.5, 0.5)])[0, -1].item()
+        0.525
+    """
+    index = torch.arange(1, n + 1, dtype=torch.float64)
+    row = torch.zeros(n, dtype=torch.float64)
+    row[-1] = 1.0
+    out = []
+    for a, b in coefficients:
+        times_u = torch.flip(torch.cumsum(torch.flip(row / index, (0,)), 0), (0,))
+        row = a * times_u + b * row
+        out.append(row)
+    if not out:
+        return torch.zeros((0, n), dtype=torch.float64)
+    return torch.stack(out)
+
+
+def bound_constants(beta2: Sequence[float], beta3: float, sigma_psi: float) -> LayerValues:
+    """C of Thm 5.1 for the model truncated after each layer.
+
+    C_ℓ = (1/β3)·Π_{k≤ℓ} (σ_ψ/β2(k) + 1); the last entry is the paper's C for all layers.
+
+    Args:
+        beta2: β2(k) per layer (the second norm's constant).
+        beta3: The final norm's constant β3.
+        sigma_psi: Lipschitz constant σ_ψ of the MLPs (0 for attention-only models).
+
+    Returns:
+        ``[layer]`` float64.
+
+    Raises:
+        ValueError: For non-positive β or negative σ_ψ.
+
+    Example:
+        >>> bound_constants([1.0, 1.0], beta3=2.0, sigma_psi=1.0)
+        tensor([1., 2.], dtype=torch.float64)
+    """
+    if not all(math.isfinite(b) and b > 0 for b in (*beta2, beta3)):
+        raise ValueError(f"beta2 and beta3 must be positive, got beta2={beta2}, beta3={beta3}")
+    if not (math.isfinite(sigma_psi) and sigma_psi >= 0):
+        raise ValueError(f"sigma_psi must be a non-negative number, got {sigma_psi}")
+    factors = torch.tensor([sigma_psi / b + 1.0 for b in beta2], dtype=torch.float64)
+    return torch.cumprod(factors, 0) / beta3
+
+
+def thirds(n: int) -> Tensor:
+    """Which third (0 early, 1 middle, 2 late) each of n positions falls in: ⌊3i/n⌋."""
+    return torch.arange(n) * 3 // n
+
+
+def path_summary(weights: Float64[Tensor, "*rest key_pos"]) -> dict[str, Tensor]:
+    """Summary statistics of path-weight profiles over positions.
+
+    Weights are first normalized to shares (each profile sums to 1).
+
+    Args:
+        weights: ``[..., key_pos]`` non-negative path weights.
+
+    Returns:
+        Tensors of shape ``[...]``: ``first`` and ``last`` (shares of the first and last
+        position), ``early``/``middle``/``late`` (shares of the three thirds, position i in
+        third ⌊3i/n⌋), ``argmin`` (0-based position of the smallest weight, the bottom of a
+        U-shape), ``min`` (its share), ``entropy`` (nats) and ``entropy_ratio`` (entropy /
+        log n, 1 for uniform shares; 0 when n = 1).
+
+    Example:
+        >>> s = path_summary(torch.tensor([0.5, 0.1, 0.1, 0.3], dtype=torch.float64))
+        >>> round(s["first"].item(), 3), s["argmin"].item(), round(s["late"].item(), 3)
+        (0.5, 1, 0.3)
+    """
+    n = weights.shape[-1]
+    total = weights.sum(-1, keepdim=True)
+    shares = weights / torch.where(total > 0, total, torch.ones_like(total))
+    third = thirds(n).to(weights.device)
+    logs = torch.where(shares > 0, shares.log(), torch.zeros_like(shares))
+    entropy = -(shares * logs).sum(-1)
+    minimum = shares.min(-1)
+    return {
+        "first": shares[..., 0],
+        "last": shares[..., -1],
+        "early": shares[..., third == 0].sum(-1),
+        "middle": shares[..., third == 1].sum(-1),
+        "late": shares[..., third == 2].sum(-1),
+        "argmin": minimum.indices,
+        "min": minimum.values,
+        "entropy": entropy,
+        "entropy_ratio": entropy / math.log(n) if n > 1 else torch.zeros_like(entropy),
+    }
