@@ -9,6 +9,7 @@ from . import precision as precision
 from ._adapter import ModelAdapter as ModelAdapter
 from ._attach import Recording as Recording
 from ._attach import attach as attach
+from ._collapse import collapse as collapse
 from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import EmptySequenceError as EmptySequenceError
 from ._errors import IncompatibleRunError as IncompatibleRunError
@@ -22,6 +23,11 @@ from ._errors import UnknownPrecisionError as UnknownPrecisionError
 from ._errors import UnsupportedModelError as UnsupportedModelError
 from ._errors import UnsupportedPrecisionError as UnsupportedPrecisionError
 from .analyzers import Analyzer as Analyzer
+from .analyzers import CollapseLength as CollapseLength
+from .analyzers import CollapseProbe as CollapseProbe
+from .analyzers import CollapseResult as CollapseResult
+from .analyzers import PairComparison as PairComparison
+from .analyzers import Representations as Representations
 from .analyzers import ResidualNorms as ResidualNorms
 from .analyzers import ResidualNormsResult as ResidualNormsResult
 from .analyzers import RunRecord as RunRecord
@@ -45,6 +51,12 @@ from .results import Result as Result
 
 __all__ = [
     "Analyzer",
+    "CollapseLength",
+    "CollapseProbe",
+    "CollapseResult",
+    "PairComparison",
+    "Representations",
+    "collapse",
     "ModelAdapter",
     "Provenance",
     "Recording",

@@ -117,6 +117,37 @@ class Recording:
             self._cache[key, index] = self.analyzers[key].compute(self._runs[index][key])
         return self._cache[key, index]
 
+    def compare(
+        self,
+        run_a: int,
+        run_b: int,
+        *,
+        analyzer: str = "CollapseProbe",
+        precision: Any = None,
+        **where: int,
+    ) -> Any:
+        """Compare the last-token representations of two runs (needs a ``CollapseProbe``).
+
+        Args:
+            run_a: Index of the first run.
+            run_b: Index of the second run.
+            analyzer: Name of the attached probe.
+            precision: Format for the bitwise/ULP comparison (default: the dtype run
+                ``run_a`` ran in).
+            **where: ``position_a``, ``position_b``, ``row_a``, ``row_b`` (see
+                :func:`oversquash_lens.analyzers.compare`).
+
+        Returns:
+            A :class:`~oversquash_lens.PairComparison` with the same metrics as
+            :func:`~oversquash_lens.collapse`.
+        """
+        from .analyzers._collapse_probe import Representations, compare
+
+        a, b = self.result(analyzer, run_a), self.result(analyzer, run_b)
+        if not isinstance(a, Representations) or not isinstance(b, Representations):
+            raise TypeError(f"{analyzer} is not a CollapseProbe: attach osl.CollapseProbe()")
+        return compare(a, b, precision=precision, **where)
+
     @property
     def results(self) -> dict[str, list[Result]]:
         """``{analyzer name: [result of run 0, result of run 1, ...]}``."""

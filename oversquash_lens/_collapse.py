@@ -1,0 +1,404 @@
+"""``osl.collapse``: sweep a sequence family over lengths and precisions (paper §4).
+
+For every length k the family gives two token sequences (A_k, B_k); the last-token
+representations of both are kept by a :class:`CollapseProbe` and compared in float64 and
+in each precision's format. Beside every distance sits its noise floor: one position
+computed by two different passes (PAPER.md §2), which is mathematically the same vector.
+
+``mode="shared"`` uses the causal mask: a sequence that is a prefix of a longer one needs
+no pass of its own, so ``repeated_last`` over lengths 1..N costs one pass over the
+longest sequence (plus one for the noise floor) instead of 2N passes.
+"""
+
+import io
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from ._adapter import ModelAdapter
+from ._attach import attach
+from ._dtypes import native_torch_dtype
+from ._errors import EmptySequenceError, UnsupportedPrecisionError
+from ._generate import greedy_continuation
+from .analyzers._collapse_math import METRICS
+from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations, compare_arrays
+from .analyzers._collapse_result import CollapseResult
+from .capture import emulate_precision, native_dtype
+from .precision import FloatFormat, FormatLike, get_format
+from .results import atomic_write_bytes
+
+Mode = Literal["shared", "independent"]
+EMULATE = "emulate:"
+_CHUNK = 32  # pairs compared at once: bounds the float64 copies of the logits
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One precision to run: a native dtype, or a format emulated at the residual stream."""
+
+    label: str
+    fmt: FloatFormat
+    native: bool
+
+
+def parse_precision(spec: FormatLike, device: torch.device | str = "cpu") -> Setting:
+    """``"bfloat16"`` runs natively; ``"emulate:bfloat16"`` rounds the residual stream.
+
+    Raises:
+        UnsupportedPrecisionError: For a native precision the device cannot run, with the
+            ``"emulate:..."`` spelling to use instead.
+
+    Example:
+        >>> parse_precision("emulate:e4m3").label
+        'emulate:float8_e4m3'
+    """
+    if isinstance(spec, str) and spec.startswith(EMULATE):
+        fmt = get_format(spec[len(EMULATE) :])
+        return Setting(f"{EMULATE}{fmt.name}", fmt, native=False)
+    fmt = get_format(spec)
+    try:
+        native_torch_dtype(fmt, device)
+    except UnsupportedPrecisionError as error:
+        raise UnsupportedPrecisionError(
+            f"{error}. In osl.collapse ask for precisions=['{EMULATE}{fmt.name}'] instead"
+        ) from None
+    return Setting(fmt.name, fmt, native=True)
+
+
+def _precision_context(model: Any, setting: Setting) -> Any:
+    if setting.native:
+        return native_dtype(model, setting.fmt)
+    return emulate_precision(model, setting.fmt, points="residual+attention")
+
+
+@dataclass
+class _Unit:
+    """One group of passes: a prefix chain (shared) or one pair (independent)."""
+
+    passes: list[tuple[int, ...]]  # token sequences to run
+    pairs: list[int]  # indices of the pairs this unit measures
+    # where each pair's sides and noise floor are read: (pass, position)
+    a: list[tuple[int, int]]
+    b: list[tuple[int, int]]
+    noise: list[tuple[tuple[int, int], tuple[int, int]] | None]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def plan(sequences: list[tuple[tuple[int, ...], tuple[int, ...]]], mode: str) -> list[_Unit]:
+    """Group the pairs into units of forward passes.
+
+    Args:
+        sequences: ``(A_k, B_k)`` token tuples per pair.
+        mode: ``"shared"``: every sequence that is a prefix of a longer one is read from
+            that one's pass, and the noise floor from a second pass over the longest
+            sequence minus its last token. ``"independent"``: two passes per pair, and the
+            noise floor at their last common position.
+
+    Returns:
+        The units, covering every pair once.
+    """
+    if mode not in ("shared", "independent"):
+        raise ValueError(f"mode must be 'shared' or 'independent', got {mode!r}")
+    nested = [i for i, (a, b) in enumerate(sequences) if mode == "shared" and _prefix_pair(a, b)]
+    units = [_independent(i, a, b) for i, (a, b) in enumerate(sequences) if i not in set(nested)]
+    roots: list[tuple[int, ...]] = []
+    for seq in sorted({s for i in nested for s in sequences[i]}, key=len, reverse=True):
+        if not any(root[: len(seq)] == seq for root in roots):
+            roots.append(seq)
+    members: dict[int, list[int]] = {r: [] for r in range(len(roots))}
+    for i in nested:
+        longer = max(sequences[i], key=len)
+        members[next(r for r, root in enumerate(roots) if root[: len(longer)] == longer)].append(i)
+    for r, root in enumerate(roots):
+        if not members[r]:
+            continue
+        # The noise floor: the same positions again, from a pass one token shorter.
+        unit = _Unit([root, root[:-1]] if len(root) > 1 else [root], [], [], [], [])
+        for i in members[r]:
+            a, b = sequences[i]
+            unit.pairs.append(i)
+            unit.a.append((0, len(a) - 1))
+            unit.b.append((0, len(b) - 1))
+            common = _common_prefix(a, b)
+            usable = 0 < common < len(root) and len(unit.passes) > 1
+            unit.noise.append(((0, common - 1), (1, common - 1)) if usable else None)
+        units.append(unit)
+    return units
+
+
+def _prefix_pair(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    short, long = sorted((a, b), key=len)
+    return long[: len(short)] == short
+
+
+def _independent(i: int, a: tuple[int, ...], b: tuple[int, ...]) -> _Unit:
+    """Two passes; the noise floor at the pair's last common position."""
+    common = _common_prefix(a, b)
+    noise = ((0, common - 1), (1, common - 1)) if common else None
+    return _Unit([a, b], [i], [(0, len(a) - 1)], [(1, len(b) - 1)], [noise])
+
+
+def _run_passes(
+    model: Any, unit: _Unit, heads: HeadSpec, device: torch.device
+) -> list[Representations]:
+    wanted: list[set[int]] = [set() for _ in unit.passes]
+    for where in [*unit.a, *unit.b, *(p for n in unit.noise if n for p in n)]:
+        wanted[where[0]].add(where[1])
+    out = []
+    for index, seq in enumerate(unit.passes):
+        probe = CollapseProbe(positions=sorted(wanted[index]), heads=heads, logits=True)
+        tokens = torch.tensor([seq], dtype=torch.long, device=device)
+        with torch.no_grad(), attach(model, probe) as rec:
+            model(tokens)
+        reps = rec.result(probe)
+        assert isinstance(reps, Representations)
+        out.append(reps)
+    return out
+
+
+def _gather(reps: list[Representations], where: list[tuple[int, int]]) -> dict[str, Tensor]:
+    picked = [
+        (reps[p], reps[p].positions.index(pos)) for p, pos in where
+    ]  # (representations, kept index)
+    return {
+        "residual": torch.stack([r.residual[0, i] for r, i in picked]),
+        "heads": torch.stack([r.heads[0, i] for r, i in picked]),
+        "logits": torch.stack([r.logits[0, i] for r, i in picked]),
+    }
+
+
+def _measure(reps: list[Representations], unit: _Unit, fmt: FloatFormat) -> dict[str, Tensor]:
+    """Metrics for every pair of a unit, ``[pairs, ...]``, compared in chunks."""
+    chunks: list[dict[str, Tensor]] = []
+    for start in range(0, len(unit.pairs), _CHUNK):
+        stop = start + _CHUNK
+        a, b = _gather(reps, unit.a[start:stop]), _gather(reps, unit.b[start:stop])
+        metrics = compare_arrays(
+            a["residual"], b["residual"], a["heads"], b["heads"], a["logits"], b["logits"], fmt
+        )
+        noise_where = unit.noise[start:stop]
+        n_points = metrics["distances"].shape[-2]
+        noise = torch.full(
+            (len(noise_where), n_points, len(METRICS)), float("nan"), dtype=torch.float64
+        )
+        head_noise = torch.full_like(metrics["head_distances"], float("nan"))
+        known = [j for j, n in enumerate(noise_where) if n is not None]
+        if known:
+            first = _gather(reps, [noise_where[j][0] for j in known])  # type: ignore[index]
+            second = _gather(reps, [noise_where[j][1] for j in known])  # type: ignore[index]
+            floor = compare_arrays(
+                first["residual"],
+                second["residual"],
+                first["heads"],
+                second["heads"],
+                first["logits"],
+                second["logits"],
+                fmt,
+            )
+            noise[known] = floor["distances"]
+            head_noise[known] = floor["head_distances"]
+        metrics["noise"], metrics["head_noise"] = noise, head_noise
+        chunks.append(metrics)
+    return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
+
+
+def collapse(
+    model: Any,
+    family: Any,
+    lengths: Iterable[int],
+    precisions: Sequence[FormatLike] = ("float32",),
+    *,
+    mode: str = "shared",
+    heads: HeadSpec = True,
+    continuation: int = 0,
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+) -> CollapseResult:
+    """Measure how the two sequences of a family collapse with length, per precision.
+
+    Args:
+        model: HookedTransformer or TransformerBridge.
+        family: A sequence family from :mod:`oversquash_lens.tasks`.
+        lengths: The lengths k to measure.
+        precisions: Native dtypes (``"float64"``, ``"float32"``, ``"float16"``,
+            ``"bfloat16"``) run the model in that dtype; ``"emulate:<format>"`` rounds the
+            residual stream and head outputs to any format (``"emulate:float8_e4m3"``,
+            ``"emulate:e5m3"``) while the model runs in its own dtype.
+        mode: ``"shared"`` reads every prefix from one pass (causal mask);
+            ``"independent"`` makes one pass per sequence (the paper's protocol).
+        heads: Per-head distances (``hook_z``): True for every layer, a layer or list.
+        continuation: Also compare greedy continuations of this many tokens (costs
+            ``2 × continuation`` extra passes per length).
+        progress: Show a progress bar.
+        checkpoint: A file to save progress to; a rerun with the same arguments resumes.
+
+    Returns:
+        A :class:`~oversquash_lens.CollapseResult`.
+
+    Raises:
+        EmptySequenceError: If ``lengths`` is empty.
+        PromptTooLongError: If a sequence is longer than the model's context.
+        UnsupportedPrecisionError: For a native precision the device cannot run.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> result = osl.collapse(model, osl.tasks.repeated_last("1"), [1, 2, 4],
+        ...                       ["float32", "emulate:bfloat16"], progress=False)
+        >>> result.distances.shape  # precision, length, point (v0..v2, y_n, logits), metric
+        torch.Size([2, 3, 5, 4])
+    """
+    from tqdm.auto import tqdm
+
+    adapter = ModelAdapter(model)
+    ordered = sorted(set(int(k) for k in lengths))
+    if not ordered:
+        raise EmptySequenceError("lengths is empty: give at least one length, e.g. [1, 2, 4]")
+    if continuation < 0:
+        raise ValueError(f"continuation must be >= 0, got {continuation}")
+    settings = [parse_precision(p, adapter.device) for p in precisions]
+    if not settings:
+        raise ValueError("precisions is empty: give at least one, e.g. ['float32']")
+    labels = [s.label for s in settings]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"precisions repeat: {labels}")
+    pairs = family.pairs(model, ordered)
+    sequences = [(tuple(p.a.tolist()), tuple(p.b.tolist())) for p in pairs]
+    units = plan(sequences, mode)
+    signature = {
+        "model": adapter.info.name,
+        "family": family.describe(),
+        "lengths": ordered,
+        "precisions": labels,
+        "mode": mode,
+        "heads": heads if isinstance(heads, bool | int) else list(heads),
+        "continuation": continuation,
+    }
+    state = _load_checkpoint(checkpoint, signature)
+    total = len(settings) * sum(len(u.passes) for u in units)
+    bar = tqdm(total=total, disable=not progress, desc=f"collapse {family.name}", unit="pass")
+    last_save = time.monotonic()
+    probe_names = CollapseProbe(heads=heads).hook_names(adapter)
+    for p, setting in enumerate(settings):
+        with _precision_context(model, setting):
+            for u, unit in enumerate(units):
+                if (p, u) in state["done"]:
+                    bar.update(len(unit.passes))
+                    continue
+                reps = _run_passes(model, unit, heads, adapter.device)
+                metrics = _measure(reps, unit, setting.fmt)
+                metrics["continuation_equal"] = _continuations(
+                    model, [pairs[i] for i in unit.pairs], continuation, adapter.device
+                )
+                points = reps[0].points + (("logits",) if reps[0].logits.shape[-1] else ())
+                state["done"][p, u] = (metrics, points, reps[0].head_layers)
+                bar.update(len(unit.passes))
+                if checkpoint is not None and time.monotonic() - last_save > 30:
+                    _save_checkpoint(checkpoint, signature, state)
+                    last_save = time.monotonic()
+    bar.close()
+    if checkpoint is not None:
+        _save_checkpoint(checkpoint, signature, state)
+    return _assemble(
+        adapter, family, ordered, settings, units, state, mode, continuation, probe_names
+    )
+
+
+def _continuations(model: Any, pairs: list[Any], length: int, device: torch.device) -> Tensor:
+    if length == 0:
+        return torch.full((len(pairs),), -1, dtype=torch.long)
+    out = []
+    for pair in pairs:
+        a = greedy_continuation(model, pair.a[None].to(device), length)
+        b = greedy_continuation(model, pair.b[None].to(device), length)
+        out.append(int(torch.equal(a.cpu(), b.cpu())))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _assemble(
+    adapter: ModelAdapter,
+    family: Any,
+    lengths: list[int],
+    settings: list[Setting],
+    units: list[_Unit],
+    state: dict[str, Any],
+    mode: str,
+    continuation: int,
+    probe_names: list[str],
+) -> CollapseResult:
+    per_precision: list[dict[str, Tensor]] = []
+    points: tuple[str, ...] = ()
+    head_layers: tuple[int, ...] = ()
+    for p in range(len(settings)):
+        order: list[int] = []
+        parts: list[dict[str, Tensor]] = []
+        for u, unit in enumerate(units):
+            metrics, points, head_layers = state["done"][p, u]
+            order += unit.pairs
+            parts.append(metrics)
+        inverse = torch.argsort(torch.tensor(order))
+        per_precision.append({k: torch.cat([m[k] for m in parts])[inverse] for k in parts[0]})
+
+    def stack(key: str) -> Tensor:
+        return torch.stack([m[key] for m in per_precision])
+
+    labels = ", ".join(s.label for s in settings)
+    passes = sum(len(u.passes) for u in units)
+    return CollapseResult(
+        lengths=tuple(lengths),
+        precisions=tuple(s.label for s in settings),
+        formats=tuple(s.fmt.name for s in settings),
+        points=points,
+        head_layers=head_layers,
+        distances=stack("distances"),
+        noise=stack("noise"),
+        head_distances=stack("head_distances"),
+        head_noise=stack("head_noise"),
+        bitwise_equal=stack("bitwise_equal"),
+        ulps=stack("ulps"),
+        eps_ratio=stack("eps_ratio"),
+        argmax_a=stack("argmax_a"),
+        argmax_b=stack("argmax_b"),
+        continuation_equal=stack("continuation_equal"),
+        continuation=continuation,
+        family=family.name,
+        family_params=family.describe(),
+        mode=mode,
+        passes=passes,
+        provenance=adapter.provenance(
+            hook_names=probe_names,
+            precision=labels,
+            extra={"family": family.describe(), "mode": mode, "passes_per_precision": passes},
+        ),
+    )
+
+
+def _load_checkpoint(path: str | Path | None, signature: dict[str, Any]) -> dict[str, Any]:
+    if path is None or not Path(path).exists():
+        return {"done": {}}
+    saved = torch.load(Path(path), weights_only=False)
+    if saved.get("signature") != signature:
+        raise ValueError(
+            f"checkpoint {path} was written by a different sweep ({saved.get('signature')}); "
+            "delete it or pass another checkpoint path"
+        )
+    return {"done": saved["done"]}
+
+
+def _save_checkpoint(path: str | Path, signature: dict[str, Any], state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save({"signature": signature, "done": state["done"]}, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -1,0 +1,306 @@
+"""CollapseProbe: keep last-token representations of each run, compare any two runs.
+
+The probe keeps, at a few sequence positions, every residual-stream point v(0)..v(L),
+the final norm output y_n, every head's output (``hook_z``) and the logits, in the dtype
+the model produced them. Two kept representations are compared in float64
+(:func:`~oversquash_lens.analyzers._collapse_math.distances`) and in a number format
+(bitwise equality, ULPs, distance relative to epsilon).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Bool, Float, Float64
+from torch import Tensor
+
+from .. import _hooknames as names
+from .._types import Tokens
+from ..precision import FormatLike, get_format
+from ..results import Provenance, Result
+from ._base import Analyzer, RunRecord
+from ._collapse_math import METRICS, compare_in_format, distances
+
+if TYPE_CHECKING:
+    from .._adapter import ModelAdapter
+
+HeadSpec = bool | int | Sequence[int]
+
+
+@dataclass
+class Representations(Result):
+    """Representations kept by a :class:`CollapseProbe` from one run.
+
+    Attributes:
+        positions: Absolute sequence positions kept.
+        points: Hook names of the residual points (v(0)..v(L), then y_n).
+        residual: ``[batch, kept_pos, point, d_model]`` in the model's dtype.
+        head_layers: Layers whose per-head outputs were kept.
+        heads: ``[batch, kept_pos, layer, head, d_head]`` (``layer`` empty without heads).
+        logits: ``[batch, kept_pos, d_vocab]`` (``d_vocab`` empty without logits).
+        tokens: Token ids of the run, if known.
+        provenance: Where the run came from (dtype, active precision...).
+    """
+
+    positions: tuple[int, ...]
+    points: tuple[str, ...]
+    residual: Float[Tensor, "batch kept point d_model"]
+    head_layers: tuple[int, ...]
+    heads: Float[Tensor, "batch kept layer head d_head"]
+    logits: Float[Tensor, "batch kept vocab"]
+    tokens: Tokens | None
+    provenance: Provenance
+
+    def index_of(self, position: int) -> int:
+        """Index into the kept axis of an absolute (or negative, from the end) position."""
+        length = self.tokens.shape[-1] if self.tokens is not None else None
+        absolute = position + length if position < 0 and length is not None else position
+        if absolute not in self.positions:
+            raise KeyError(
+                f"position {position} was not kept (kept: {list(self.positions)[:8]}...); "
+                "give the probe positions=[...]"
+            )
+        return self.positions.index(absolute)
+
+
+@dataclass
+class PairComparison(Result):
+    """Two kept representations compared in float64 and in one number format.
+
+    Attributes:
+        points: Compared points: the residual points, y_n, then ``"logits"`` if kept.
+        distances: ``[point, metric]`` float64 (metrics: l1, l2, linf, cosine).
+        head_layers: Layers of ``head_distances``.
+        head_distances: ``[layer, head, metric]`` float64.
+        format: The number format of the format comparison.
+        bitwise_equal: ``[point]`` identical after rounding to ``format``.
+        ulps: ``[point]`` largest element-wise distance in ULPs of ``format``.
+        eps_ratio: ``[point]`` L∞ of the rounded values over the format's epsilon.
+        argmax_a: Next-token argmax of the first run (-1 without logits).
+        argmax_b: Next-token argmax of the second run.
+        provenance: Provenance of the first run.
+    """
+
+    points: tuple[str, ...]
+    distances: Float64[Tensor, "point metric"]
+    head_layers: tuple[int, ...]
+    head_distances: Float64[Tensor, "layer head metric"]
+    format: str
+    bitwise_equal: Bool[Tensor, " point"]
+    ulps: Float64[Tensor, " point"]
+    eps_ratio: Float64[Tensor, " point"]
+    argmax_a: int
+    argmax_b: int
+    provenance: Provenance
+
+    def to_dataframe(self) -> Any:
+        """One row per point: the four distances and the format comparison."""
+        import pandas as pd
+
+        rows = []
+        for k, point in enumerate(self.points):
+            row: dict[str, Any] = {"point": point}
+            row.update({m: float(self.distances[k, j]) for j, m in enumerate(METRICS)})
+            row.update(
+                bitwise_equal=bool(self.bitwise_equal[k]),
+                ulps=float(self.ulps[k]),
+                eps_ratio=float(self.eps_ratio[k]),
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def compare_arrays(
+    residual_a: Float[Tensor, " *pair point d_model"],
+    residual_b: Float[Tensor, " *pair point d_model"],
+    heads_a: Float[Tensor, " *pair layer head d_head"],
+    heads_b: Float[Tensor, " *pair layer head d_head"],
+    logits_a: Float[Tensor, " *pair vocab"],
+    logits_b: Float[Tensor, " *pair vocab"],
+    fmt: FormatLike,
+) -> dict[str, Tensor]:
+    """Every collapse metric for pairs of representations (leading axes are pairs).
+
+    Returns:
+        ``distances [*pair, point(+1 with logits), 4]``, ``head_distances
+        [*pair, layer, head, 4]``, ``bitwise_equal``/``ulps``/``eps_ratio``
+        ``[*pair, point(+1)]``, ``argmax_a``/``argmax_b`` ``[*pair]`` (-1 without logits).
+    """
+    with_logits = logits_a.shape[-1] > 0
+    dist = distances(residual_a, residual_b)
+    in_format = compare_in_format(residual_a, residual_b, fmt)
+    equal, ulps, ratio = in_format.bitwise_equal, in_format.ulps, in_format.eps_ratio
+    if with_logits:
+        dist = torch.cat([dist, distances(logits_a, logits_b).unsqueeze(-2)], dim=-2)
+        logit_format = compare_in_format(logits_a, logits_b, fmt)
+        equal = torch.cat([equal, logit_format.bitwise_equal.unsqueeze(-1)], dim=-1)
+        ulps = torch.cat([ulps, logit_format.ulps.unsqueeze(-1)], dim=-1)
+        ratio = torch.cat([ratio, logit_format.eps_ratio.unsqueeze(-1)], dim=-1)
+        argmax_a, argmax_b = logits_a.argmax(-1), logits_b.argmax(-1)
+    else:
+        argmax_a = torch.full(residual_a.shape[:-2], -1, dtype=torch.long)
+        argmax_b = argmax_a.clone()
+    return {
+        "distances": dist,
+        "head_distances": distances(heads_a, heads_b),
+        "bitwise_equal": equal,
+        "ulps": ulps,
+        "eps_ratio": ratio,
+        "argmax_a": argmax_a,
+        "argmax_b": argmax_b,
+    }
+
+
+class CollapseProbe(Analyzer):
+    """Keep last-token representations of every run, to compare runs pairwise.
+
+    Args:
+        positions: Sequence positions to keep (negative counts from the end; default the
+            last token).
+        heads: Keep per-head outputs (``hook_z``): True for every layer, a layer index or
+            a list of them, False for none.
+        logits: Keep the logits at those positions.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> with osl.attach(model, osl.CollapseProbe()) as rec:
+        ...     _ = model(model.to_tokens("1 1 1"))
+        ...     _ = model(model.to_tokens("1 1 1 1"))
+        >>> cmp = rec.compare(0, 1)
+        >>> cmp.distances.shape, bool(cmp.distances[0].eq(0).all())  # same token embedding
+        (torch.Size([5, 4]), True)
+    """
+
+    def __init__(
+        self, *, positions: Sequence[int] = (-1,), heads: HeadSpec = True, logits: bool = True
+    ) -> None:
+        if not positions:
+            raise ValueError("positions must name at least one sequence position")
+        self.positions = tuple(int(p) for p in positions)
+        self.heads = heads
+        self.logits = logits
+        self._head_layers: tuple[int, ...] = ()
+
+    def bind(self, adapter: "ModelAdapter") -> None:
+        """Resolve the head layers for this model and check the hook points exist."""
+        self._head_layers = _head_layers(self.heads, adapter.n_layers)
+        super().bind(adapter)
+
+    def hook_names(self, adapter: "ModelAdapter") -> list[str]:
+        """Residual points, y_n, the chosen layers' ``hook_z`` and the logits."""
+        layers = _head_layers(self.heads, adapter.n_layers)
+        out = adapter.residual_points + [adapter.final_norm]
+        out += [names.z(layer) for layer in layers]
+        return out + [names.LOGITS] if self.logits else out
+
+    def keep(self, name: str, activation: Tensor) -> Tensor:
+        """Only the kept positions, ``[batch, kept, ...]``, copied to the CPU."""
+        index = _absolute(self.positions, activation.shape[1])
+        return activation.detach()[:, index].to("cpu", copy=True)
+
+    def compute(self, run: RunRecord) -> Representations:
+        """Stack what was kept into a :class:`Representations`."""
+        self.check_run(run)
+        assert run.provenance is not None
+        residual_names = [
+            n for n in run.hook_names if n != names.LOGITS and not n.endswith("attn.hook_z")
+        ]
+        first = run.activations[residual_names[0]]
+        batch, kept = first.shape[:2]
+        residual = torch.stack([run.activations[n] for n in residual_names], dim=2)
+        z_names = [names.z(layer) for layer in self._head_layers]
+        if z_names:
+            heads = torch.stack([run.activations[n] for n in z_names], dim=2)
+        else:
+            heads = first.new_zeros((batch, kept, 0, 0, 0))
+        logits = run.activations.get(names.LOGITS, first.new_zeros((batch, kept, 0)))
+        length = run.tokens.shape[-1] if run.tokens is not None else None
+        positions = (
+            tuple(_absolute(self.positions, length)) if length is not None else self.positions
+        )
+        return Representations(
+            positions=positions,
+            points=tuple(residual_names),
+            residual=residual,
+            head_layers=self._head_layers,
+            heads=heads,
+            logits=logits,
+            tokens=run.tokens,
+            provenance=run.provenance,
+        )
+
+
+def compare(
+    a: Representations,
+    b: Representations,
+    *,
+    position_a: int = -1,
+    position_b: int = -1,
+    row_a: int = 0,
+    row_b: int = 0,
+    precision: FormatLike | None = None,
+) -> PairComparison:
+    """Compare one kept representation of run ``a`` with one of run ``b``.
+
+    Args:
+        a: Representations of the first run.
+        b: Representations of the second run.
+        position_a: Position in ``a`` (default its last token).
+        position_b: Position in ``b``.
+        row_a: Batch row in ``a``.
+        row_b: Batch row in ``b``.
+        precision: Format of the bitwise/ULP comparison (default: the dtype ``a`` ran in).
+    """
+    if a.points != b.points or a.head_layers != b.head_layers:
+        raise ValueError("the two runs were probed at different points; use one CollapseProbe")
+    fmt = get_format(precision if precision is not None else a.residual.dtype)
+    ia, ib = a.index_of(position_a), b.index_of(position_b)
+    metrics = compare_arrays(
+        a.residual[row_a, ia],
+        b.residual[row_b, ib],
+        a.heads[row_a, ia],
+        b.heads[row_b, ib],
+        a.logits[row_a, ia],
+        b.logits[row_b, ib],
+        fmt,
+    )
+    points = a.points + (("logits",) if a.logits.shape[-1] else ())
+    return PairComparison(
+        points=points,
+        distances=metrics["distances"],
+        head_layers=a.head_layers,
+        head_distances=metrics["head_distances"],
+        format=fmt.name,
+        bitwise_equal=metrics["bitwise_equal"],
+        ulps=metrics["ulps"],
+        eps_ratio=metrics["eps_ratio"],
+        argmax_a=int(metrics["argmax_a"]),
+        argmax_b=int(metrics["argmax_b"]),
+        provenance=a.provenance,
+    )
+
+
+def _head_layers(heads: HeadSpec, n_layers: int) -> tuple[int, ...]:
+    if heads is True:
+        return tuple(range(n_layers))
+    if heads is False:
+        return ()
+    chosen = [heads] if isinstance(heads, int) else list(heads)
+    resolved = []
+    for layer in chosen:
+        if not -n_layers <= layer < n_layers:
+            raise ValueError(f"head layer {layer} does not exist: the model has {n_layers}")
+        resolved.append(layer % n_layers)
+    return tuple(resolved)
+
+
+def _absolute(positions: Sequence[int], length: int) -> list[int]:
+    out = []
+    for p in positions:
+        absolute = p + length if p < 0 else p
+        if not 0 <= absolute < length:
+            raise ValueError(f"position {p} is outside a sequence of {length} tokens")
+        out.append(absolute)
+    return out

@@ -1,0 +1,315 @@
+"""Representational collapse: metrics, the probe, osl.collapse and its result."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import oversquash_lens as osl
+from oversquash_lens import _hooknames as names
+from oversquash_lens._collapse import parse_precision, plan
+from oversquash_lens.analyzers._collapse_math import (
+    METRICS,
+    compare_in_format,
+    distances,
+    first_stable,
+    fit_inverse_law,
+)
+
+from .helpers import hook_registry, leftover_hooks, state_of
+
+LINF = METRICS.index("linf")
+floats = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+
+
+# ---------------------------------------------------------------- pure math
+def test_distances_closed_forms() -> None:
+    a = torch.tensor([3.0, 0.0, -1.0])
+    b = torch.tensor([0.0, 4.0, -1.0])
+    l1, l2, linf, cosine = distances(a, b).tolist()
+    assert (l1, l2, linf) == (7.0, 5.0, 4.0)
+    assert cosine == pytest.approx(1 - 1 / (math.sqrt(10) * math.sqrt(17)), abs=1e-15)
+    zero = torch.zeros(3)
+    assert distances(zero, zero).tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert distances(zero, a)[3] == 1.0  # one zero vector: cosine distance 1 by convention
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(floats, floats), min_size=1, max_size=16))
+def test_distance_properties(values: list[tuple[float, float]]) -> None:
+    a = torch.tensor([v[0] for v in values], dtype=torch.float32)
+    b = torch.tensor([v[1] for v in values], dtype=torch.float32)
+    ab, ba = distances(a, b), distances(b, a)
+    torch.testing.assert_close(ab, ba, rtol=0, atol=0)  # symmetric
+    l1, l2, linf, cosine = ab.tolist()
+    # Norm inequalities, with float64 rounding slack (values are exact in float64 but the
+    # reductions round at ~1e-16 relative).
+    assert linf <= l2 * (1 + 1e-12) and l2 <= l1 * (1 + 1e-12)
+    assert -1e-12 <= cosine <= 2 + 1e-12
+    assert (linf == 0) == bool(torch.equal(a, b))
+
+
+def test_compare_in_format_agrees_with_torch_casts() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 32, generator=gen)
+    b = a + torch.randn(64, 32, generator=gen) * 2.0 ** torch.randint(-14, -2, (64, 1))
+    cmp = compare_in_format(a, b, "bfloat16")
+    expected = (a.bfloat16() == b.bfloat16()).all(-1)
+    assert torch.equal(cmp.bitwise_equal, expected)
+    assert 0 < int(expected.sum()) < 64  # both outcomes are exercised
+    linf = (a.bfloat16().double() - b.bfloat16().double()).abs().amax(-1)
+    torch.testing.assert_close(cmp.linf, linf, rtol=0, atol=0)
+    torch.testing.assert_close(cmp.eps_ratio, linf / 2**-7, rtol=0, atol=0)
+    assert torch.equal(cmp.ulps == 0, expected)
+
+
+def test_first_stable_and_inverse_law() -> None:
+    assert first_stable(torch.tensor([False, True, False, True, True])) == 3
+    assert first_stable(torch.tensor([True, True])) == 0
+    assert first_stable(torch.tensor([True, False])) is None
+    lengths = [1, 2, 5, 10, 100]
+    fit = fit_inverse_law(lengths, torch.tensor([3.0 / k for k in lengths], dtype=torch.float64))
+    assert fit is not None
+    assert fit.slope == pytest.approx(-1.0, abs=1e-12)
+    assert fit.inverse_scale == pytest.approx(3.0, rel=1e-12)
+    assert fit.crossing(2**-7) == pytest.approx(3.0 * 128, rel=1e-12)
+    assert fit_inverse_law([1], torch.tensor([1.0])) is None
+
+
+def test_plan_shares_prefix_chains() -> None:
+    seqs = [(tuple([0] + [7] * k), tuple([0] + [7] * (k + 1))) for k in range(1, 9)]
+    (unit,) = plan(seqs, "shared")
+    assert len(unit.passes) == 2 and unit.passes[0] == seqs[-1][1]
+    assert unit.passes[1] == seqs[-1][1][:-1]
+    assert all(n is not None for n in unit.noise)
+    assert len(plan(seqs, "independent")) == 8
+    # Not prefix-shaped (a fixed final token): every pair gets its own two passes.
+    fixed = [(tuple([7] * k + [3]), tuple([7] * (k + 1) + [3])) for k in range(1, 4)]
+    units = plan(fixed, "shared")
+    assert [len(u.passes) for u in units] == [2, 2, 2]
+    assert units[0].noise[0] == ((0, 0), (1, 0))  # last common position: the last 7 of A_1
+    with pytest.raises(ValueError, match="mode"):
+        plan(seqs, "both")  # type: ignore[arg-type]
+
+
+def test_parse_precision() -> None:
+    assert parse_precision("bf16").native and parse_precision("bf16").label == "bfloat16"
+    emulated = parse_precision("emulate:e5m3")
+    assert not emulated.native and emulated.fmt.mantissa_bits == 3
+    with pytest.raises(osl.UnsupportedPrecisionError, match="emulate:float8_e4m3"):
+        parse_precision("float8_e4m3")
+    with pytest.raises(osl.UnknownPrecisionError):
+        parse_precision("float12")
+
+
+# ---------------------------------------------------------------- probe
+def test_probe_compare_matches_a_cache(load, backend: str) -> None:
+    model = load("tiny-llama", backend)
+    t1, t2 = model.to_tokens("1 1 1"), model.to_tokens("1 1 1 1")
+    before = hook_registry(model)
+    with osl.attach(model, osl.CollapseProbe()) as rec:
+        _, c1 = model.run_with_cache(t1)
+        logits2, c2 = model.run_with_cache(t2)
+    cmp = rec.compare(0, 1)
+    assert not leftover_hooks(model, before)
+    assert cmp.points[-2:] == (names.FINAL_NORM, "logits")
+    y1, y2 = c1[names.FINAL_NORM][0, -1].double(), c2[names.FINAL_NORM][0, -1].double()
+    assert cmp.distances[-2, LINF] == (y1 - y2).abs().max()
+    z1, z2 = c1[names.z(1)][0, -1].double(), c2[names.z(1)][0, -1].double()
+    torch.testing.assert_close(
+        cmp.head_distances[1, :, LINF], (z1 - z2).abs().amax(-1), rtol=0, atol=0
+    )
+    assert cmp.argmax_b == int(logits2[0, -1].argmax())
+    assert cmp.format == "float32"
+    # The same run against itself: every distance is exactly zero.
+    same = rec.compare(1, 1, precision="bfloat16")
+    assert float(same.distances.abs().max()) == 0.0 and bool(same.bitwise_equal.all())
+
+
+def test_probe_positions_and_refusals(load) -> None:
+    model = load("tiny-gpt2", "hooked")
+    with osl.attach(model, osl.CollapseProbe(positions=[0, -1], heads=0)) as rec:
+        model(model.to_tokens("1 2 3"))
+    reps = rec.result("CollapseProbe")
+    assert reps.positions == (0, 3) and reps.head_layers == (0,)
+    first = rec.compare(0, 0, position_a=0, position_b=-1)
+    assert first.distances[0, LINF] > 0
+    with pytest.raises(KeyError, match="not kept"):
+        rec.compare(0, 0, position_a=1)
+    with pytest.raises(ValueError, match="does not exist"):
+        with osl.attach(model, osl.CollapseProbe(heads=5)):
+            pass
+
+
+# ---------------------------------------------------------------- osl.collapse
+def _reference_linf(model, tokens_a, tokens_b, point: str) -> float:
+    """Slow reference: two plain cached runs, L∞ at the last positions in float64."""
+    _, ca = model.run_with_cache(tokens_a[None])
+    _, cb = model.run_with_cache(tokens_b[None])
+    return float((ca[point][0, -1].double() - cb[point][0, -1].double()).abs().max())
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama", "tiny-nope"])
+def test_collapse_matches_plain_runs(load, backend: str, name: str) -> None:
+    model = load(name, backend)
+    family = osl.tasks.repeated_last("1")
+    lengths = [1, 2, 7]
+    before, state = hook_registry(model), state_of(model)
+    result = osl.collapse(model, family, lengths, ["float32"], progress=False)
+    assert not leftover_hooks(model, before) and state_of(model) == state
+    pairs = family.pairs(model, lengths)
+    for i, pair in enumerate(pairs):
+        for point in (names.FINAL_NORM, names.resid_post(0)):
+            expected = _reference_linf(model, pair.a, pair.b, point)
+            measured = float(result.distances[0, i, result.point_index(point), LINF])
+            # Shared mode reads A_k from the longer pass: kernels on different lengths
+            # differ by float32 rounding (~1e-6 here), which is exactly the noise floor.
+            assert measured == pytest.approx(expected, abs=1e-5)
+    assert result.mode == "shared" and result.passes == 2
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_shared_and_independent_agree_within_the_noise_floor(load, name: str) -> None:
+    model = load(name, "hooked")
+    family = osl.tasks.repeated_last("1")
+    lengths = [1, 3, 10, 40]
+    shared = osl.collapse(model, family, lengths, ["float64"], progress=False)
+    independent = osl.collapse(
+        model, family, lengths, ["float64"], mode="independent", progress=False
+    )
+    assert independent.passes == 2 * len(lengths) and shared.passes == 2
+    gap = (shared.distances - independent.distances).abs()
+    floor = torch.maximum(shared.noise, independent.noise).nan_to_num(0.0)
+    # float64 kernels on different sequence lengths differ by a few ulps of the values
+    # (~1e-15 relative); allow that on top of the measured noise floor.
+    slack = 1e-12 * shared.distances.abs().clamp_min(1.0)
+    assert bool((gap <= 4 * floor + slack).all()), float((gap - 4 * floor).max())
+    assert float(independent.noise.nan_to_num(0).max()) < 1e-12
+
+
+def test_fixed_final_family_runs_pairwise(load) -> None:
+    model = load("tiny-gpt2", "hooked")
+    result = osl.collapse(model, osl.tasks.fixed_final("1", "0"), [1, 4], progress=False)
+    assert result.passes == 4
+    assert bool(result.noise[0, :, 0].isfinite().all())  # a common prefix exists
+    assert float(result.distances[0, 0, result.point_index(), LINF]) > 1e-3
+
+
+def test_precisions_formats_and_equality_implies_same_answer(load, backend: str) -> None:
+    # NoPE without BOS: the repeated token's representation does not depend on k, so
+    # pairs are equal up to rounding and some collapse bitwise in coarse formats.
+    model = load("tiny-nope", backend)
+    family = osl.tasks.repeated_last("1", bos=False)
+    result = osl.collapse(
+        model,
+        family,
+        [1, 2, 3, 8, 30],
+        ["float32", "bfloat16", "emulate:bfloat16", "emulate:e4m2"],
+        progress=False,
+    )
+    assert result.formats == ("float32", "bfloat16", "bfloat16", "e4m2")
+    logits = result.point_index("logits")
+    equal = result.bitwise_equal[:, :, logits]
+    assert bool(equal[-1].all())  # 2 mantissa bits cannot tell these logits apart
+    same_answer = result.argmax_a == result.argmax_b
+    assert bool(same_answer[equal].all())  # R10: equal final states give equal answers
+    length = result.collapse_length("emulate:e4m2", "bits", point="logits")
+    assert length.measured == 1 and length.reference == "float32"
+
+
+def test_continuations_and_table(load) -> None:
+    model = load("tiny-llama", "hooked")
+    result = osl.collapse(
+        model, osl.tasks.repeated_last("1"), [1, 2], ["float32"], continuation=2, progress=False
+    )
+    assert set(result.continuation_equal.flatten().tolist()) <= {0, 1}
+    table = result.to_dataframe()
+    assert len(table) == 2 * len(result.points)
+    assert {"linf", "noise_linf", "bitwise_equal", "ulps", "argmax_equal"} <= set(table.columns)
+    heads = result.heads_dataframe()
+    assert len(heads) == 2 * model.cfg.n_layers
+
+
+def test_save_load_plot(load, tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model = load("tiny-gpt2", "hooked")
+    result = osl.collapse(
+        model, osl.tasks.repeated_last("1"), [1, 2, 5], ["float32", "bf16"], progress=False
+    )
+    path = result.save(tmp_path / "collapse")
+    loaded = osl.CollapseResult.load(path)
+    assert torch.equal(loaded.distances, result.distances)
+    assert torch.equal(loaded.bitwise_equal, result.bitwise_equal)
+    assert loaded.lengths == result.lengths and loaded.points == result.points
+    assert loaded.family_params == result.family_params
+    ax = result.plot()
+    assert ax.get_xscale() == "log" and len(ax.lines) >= 4
+    result.plot(layer=None, point=names.FINAL_NORM)
+
+
+def test_checkpoint_resumes(load, tmp_path, monkeypatch) -> None:
+    import oversquash_lens._collapse as module
+
+    model = load("tiny-gpt2", "hooked")
+    family = osl.tasks.repeated_last("1")
+    checkpoint = tmp_path / "sweep.pt"
+    first = osl.collapse(model, family, [1, 2], progress=False, checkpoint=checkpoint)
+    assert checkpoint.exists()
+
+    def no_passes(*args, **kwargs):
+        raise AssertionError("a resumed sweep must not run finished units again")
+
+    monkeypatch.setattr(module, "_run_passes", no_passes)
+    again = osl.collapse(model, family, [1, 2], progress=False, checkpoint=checkpoint)
+    assert torch.equal(again.distances, first.distances)
+    with pytest.raises(ValueError, match="different sweep"):
+        osl.collapse(model, family, [1, 3], progress=False, checkpoint=checkpoint)
+
+
+def test_bad_input(load) -> None:
+    model = load("tiny-gpt2", "hooked")
+    family = osl.tasks.repeated_last("1")
+    with pytest.raises(osl.EmptySequenceError):
+        osl.collapse(model, family, [], progress=False)
+    with pytest.raises(osl.PromptTooLongError):
+        osl.collapse(model, family, [model.cfg.n_ctx + 5], progress=False)
+    with pytest.raises(osl.UnsupportedPrecisionError, match="emulate:"):
+        osl.collapse(model, family, [1], ["float8_e5m2"], progress=False)
+    with pytest.raises(ValueError, match="mode"):
+        osl.collapse(model, family, [1], mode="joint", progress=False)  # type: ignore[arg-type]
+
+
+def test_collapse_restores_model_after_failure(load, monkeypatch) -> None:
+    import oversquash_lens._collapse as module
+
+    model = load("tiny-llama", "hooked")
+    before, state = hook_registry(model), state_of(model)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(module, "_measure", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        osl.collapse(model, osl.tasks.repeated_last("1"), [1, 2], ["bfloat16"], progress=False)
+    assert not leftover_hooks(model, before) and state_of(model) == state
+    assert model.W_E.dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_smollm2_shared_and_independent_agree(load) -> None:
+    """Acceptance: both modes agree within the noise floor in float64 on SmolLM2."""
+    model = load("smollm2-135m", "hooked")
+    family = osl.tasks.repeated_last("1", prefix=osl.tasks.COUNT_ONES)
+    lengths = [1, 2, 6, 11]
+    shared = osl.collapse(model, family, lengths, ["float64"], heads=-1, progress=False)
+    independent = osl.collapse(
+        model, family, lengths, ["float64"], heads=-1, mode="independent", progress=False
+    )
+    gap = (shared.distances - independent.distances).abs()
+    floor = torch.maximum(shared.noise, independent.noise).nan_to_num(0.0)
+    slack = 1e-11 * shared.distances.abs().clamp_min(1.0)  # float64 kernel noise, 30 layers
+    assert bool((gap <= 4 * floor + slack).all()), float((gap - 4 * floor).max())
