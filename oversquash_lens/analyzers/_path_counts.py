@@ -78,17 +78,19 @@ def log_path_counts(n: int, n_layers: int, *, residual: bool = False) -> PosValu
     """
     _check(n, n_layers)
     gap = torch.arange(n - 1, -1, -1, dtype=torch.float64)  # n − i for i = 1..n
-    steps = torch.arange(n_layers + 1, dtype=torch.float64)[:, None]  # k = 0..L
-    # log C(gap + k − 1, k − 1) for k ≥ 1
-    logs = torch.lgamma(gap + steps) - torch.lgamma(steps.clamp(min=1.0)) - torch.lgamma(gap + 1.0)
-    logs[0] = torch.where(gap == 0, 0.0, -math.inf)  # k = 0: the identity
+
+    def log_count(steps: int) -> PosValues:  # log (M^steps)_{n,i} = log C(gap+steps−1, steps−1)
+        if steps == 0:
+            return torch.where(gap == 0, torch.zeros_like(gap), torch.full_like(gap, -math.inf))
+        log_gamma_steps = torch.lgamma(gap.new_tensor(float(steps)))  # same rounding
+        return torch.lgamma(gap + steps) - log_gamma_steps - torch.lgamma(gap + 1.0)
+
     if not residual:
-        return logs[n_layers].contiguous()
-    log_binomials = torch.tensor(
-        [
+        return log_count(n_layers)
+    total = torch.full((n,), -math.inf, dtype=torch.float64)
+    for k in range(n_layers + 1):
+        log_binomial = (
             math.lgamma(n_layers + 1) - math.lgamma(k + 1) - math.lgamma(n_layers - k + 1)
-            for k in range(n_layers + 1)
-        ],
-        dtype=torch.float64,
-    )
-    return torch.logsumexp(logs + log_binomials[:, None], dim=0)
+        )
+        total = torch.logaddexp(total, log_count(k) + log_binomial)
+    return total
