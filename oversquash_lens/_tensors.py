@@ -11,6 +11,10 @@ from torch import Tensor
 HF_FLOAT32_BUFFERS = ("inv_freq",)
 
 
+# Plain attributes that cache the last forward pass's activations (TL 3.9's GPT-2
+# attention bridge keeps its last pattern): not model state, so never cast or restored.
+ACTIVATION_CACHES = ("_pattern",)
+
 TensorSlot = tuple[torch.nn.Module, str, str, Tensor]  # (module, kind, name, tensor)
 
 
@@ -28,6 +32,8 @@ def tensor_slots(model: Any) -> list[TensorSlot]:
             ("attr", vars(module)),
         ):
             for name, value in table.items():
+                if kind == "attr" and name in ACTIVATION_CACHES:
+                    continue
                 if isinstance(value, Tensor) and value.is_floating_point():
                     slots.append((module, kind, name, value))
     return slots
