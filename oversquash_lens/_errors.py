@@ -53,3 +53,7 @@ class UnsupportedPrecisionError(OversquashLensError, RuntimeError):
 
 class IncompatibleRunError(OversquashLensError, RuntimeError):
     """An analyzer saw a run it cannot serve (e.g. gradients disabled, no patterns)."""
+
+
+class TokenizationError(OversquashLensError, ValueError):
+    """A task's text does not tokenize as built: an item splits, merges or needs a BOS."""

@@ -37,6 +37,6 @@ __all__ += [
     "PosValues",
 ]
 
-# One token sequence (tasks/)
-TokenSeq = Int[Tensor, " pos"]
+# One token sequence of any length (tasks/); "_": lengths may differ between arguments
+TokenSeq = Int[Tensor, " _pos"]
 __all__ += ["TokenSeq"]

@@ -1,0 +1,80 @@
+"""The paper's sequence families, built token by token and checked against the tokenizer.
+
+A family gives, for each length k, a pair of token sequences (A_k, B_k) whose
+last-token representations the collapse analysis compares:
+
+- :func:`repeated_last` / :func:`ones`: prefix + item × k vs × (k + 1) (Thm 4.2, Fig 5a/c);
+- :func:`fixed_final`: prefix + 1^k 0 vs 1^(k+1) 0 (Fig 1a);
+- :func:`random_prefix`: prefix + k − 1 random digits + "1" vs + "11" (Fig 5b);
+- :func:`separated`: ones with a separator every few items (Fig 5d);
+- :func:`pair`: any two strings or token-id lists.
+
+Token ids are assembled from the in-context ids of the pieces (BOS, prefix, and each
+joiner + item unit), found by probing the tokenizer once per family and tokenizer. The
+probe checks every transition between pieces (each item exactly one token, no merging
+with its neighbours, the same ids after every predecessor); a few built sequences per
+call (smallest, median and largest k, plus group boundaries for separators) are then
+compared with a real tokenization of the whole string. Any mismatch raises
+:class:`TokenizationError` naming the item and the tokens.
+
+Example:
+    >>> import oversquash_lens as osl
+    >>> from oversquash_lens import tasks
+    >>> model = osl.load_model("tiny-gpt2")
+    >>> [p.k for p in tasks.ones(prefix=tasks.COUNT_ONES).pairs(model, [1, 10, 100])]
+    [1, 10, 100]
+"""
+
+from .._errors import TokenizationError as TokenizationError
+from ._base import SequenceFamily as SequenceFamily
+from ._base import SequencePair as SequencePair
+from ._custom import PairFamily as PairFamily
+from ._custom import pair as pair
+from ._families import FixedFinal as FixedFinal
+from ._families import RepeatedLast as RepeatedLast
+from ._families import Separated as Separated
+from ._families import fixed_final as fixed_final
+from ._families import ones as ones
+from ._families import repeated_last as repeated_last
+from ._families import separated as separated
+from ._layout import Layout as Layout
+from ._prompts import ANSWER_FORMAT as ANSWER_FORMAT
+from ._prompts import COPY_NUMBER as COPY_NUMBER
+from ._prompts import COUNT_ONES as COUNT_ONES
+from ._prompts import COUNT_ONES_INSTRUCTION as COUNT_ONES_INSTRUCTION
+from ._prompts import LAST_DIGIT as LAST_DIGIT
+from ._prompts import LAST_DIGIT_HINT as LAST_DIGIT_HINT
+from ._prompts import PERFORM_SUM as PERFORM_SUM
+from ._prompts import PROMPTS as PROMPTS
+from ._prompts import SUM_ANSWER_FORMAT as SUM_ANSWER_FORMAT
+from ._random import RandomPrefix as RandomPrefix
+from ._random import random_prefix as random_prefix
+from ._units import UnitFamily as UnitFamily
+
+__all__ = [
+    "ANSWER_FORMAT",
+    "COPY_NUMBER",
+    "COUNT_ONES",
+    "COUNT_ONES_INSTRUCTION",
+    "FixedFinal",
+    "LAST_DIGIT",
+    "LAST_DIGIT_HINT",
+    "Layout",
+    "PERFORM_SUM",
+    "PROMPTS",
+    "PairFamily",
+    "RandomPrefix",
+    "RepeatedLast",
+    "SUM_ANSWER_FORMAT",
+    "Separated",
+    "SequenceFamily",
+    "SequencePair",
+    "TokenizationError",
+    "UnitFamily",
+    "fixed_final",
+    "ones",
+    "pair",
+    "random_prefix",
+    "repeated_last",
+    "separated",
+]

@@ -1,0 +1,56 @@
+r"""Prompt texts of the paper's experiments (PAPER.md §5 and its paraphrase of App. C.1).
+
+Every constant is the bare text, with no trailing space or newline, because families
+use a prefix verbatim and whitespace at the end of a prefix changes how the first item
+tokenizes. In GPT-2-style byte-level BPE (the tiny models' tokenizer) ``"? 1"`` is
+``["?", "Ġ1"]``: a trailing space merges into the first digit, which then differs from
+the following ``"1"`` tokens (the families refuse that with a ``TokenizationError``).
+SmolLM2 splits ``" 1"`` into ``["Ġ", "1"]`` instead. Choices that tokenize the same way
+in both shipped tokenizers (checked in ``tests/test_tasks.py``):
+
+- no separator: ``ones(prefix=COUNT_ONES)`` → ``"…sequences?111"`` ("?" and each "1"
+  are separate tokens);
+- a line break: ``ones(prefix=COUNT_ONES + "\n")`` → ``"…sequences?\n111"`` (one
+  newline token, then the digits);
+- spaced items: ``ones(prefix=COUNT_ONES, joiner=" ")`` → ``"…sequences? 1 1 1"`` (the
+  joiner goes before every item, so every item tokenizes alike).
+
+The paper's exact whitespace is not published, and its prompts for Gemini (App. C.1)
+are only paraphrased in PAPER.md: treat these as the structure, not verbatim copies.
+"""
+
+COUNT_ONES = "How many ones are in the following sequences?"
+"""Fig 5a/5b: prefix of the ones and random-digit sequences."""
+
+COPY_NUMBER = "Can you copy the following number?"
+"""Fig 5c/5d: prefix of the ones and comma-separated ones."""
+
+LAST_DIGIT = "What is the last digit in this sequence?"
+"""Fig 2 (copying): asks for the last digit of "1…10"."""
+
+LAST_DIGIT_HINT = "it's not necessarily a 1, check carefully"
+"""Fig 2b: the hint that delays the copying failure."""
+
+COUNT_ONES_INSTRUCTION = "Please count the number of ones in the following sequence:"
+"""Fig 3/4 (counting ones), App. C.1."""
+
+PERFORM_SUM = "Please perform the following sum:"
+"""Fig 3 (summing 1 + … + 1), App. C.1."""
+
+ANSWER_FORMAT = "The answer to your question is: <ANSWER>"
+"""App. C.1: the answer format for copying and counting prompts."""
+
+SUM_ANSWER_FORMAT = "The final answer to your maths question is: xxxx"
+"""App. C.1: the answer format for sum prompts."""
+
+PROMPTS: dict[str, str] = {
+    "count_ones": COUNT_ONES,
+    "copy_number": COPY_NUMBER,
+    "last_digit": LAST_DIGIT,
+    "last_digit_hint": LAST_DIGIT_HINT,
+    "count_ones_instruction": COUNT_ONES_INSTRUCTION,
+    "perform_sum": PERFORM_SUM,
+    "answer_format": ANSWER_FORMAT,
+    "sum_answer_format": SUM_ANSWER_FORMAT,
+}
+"""Every prompt constant by a short name."""
