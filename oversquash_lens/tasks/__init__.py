@@ -9,13 +9,21 @@ last-token representations the collapse analysis compares:
 - :func:`separated`: ones with a separator every few items (Fig 5d);
 - :func:`pair`: any two strings or token-id lists.
 
+Conventions: the prefix is used verbatim and the joiner goes before every item (the
+first included), so ``ones(prefix=COUNT_ONES, joiner=" ")`` reads "…sequences? 1 1 1"
+(the prompt constants carry no trailing whitespace: see ``_prompts.py``). ``bos=None``
+follows the model's default (``ModelAdapter(model).prepend_bos``). Token ids come back
+as int64 CPU tensors; pairs from one call may share storage. ``family.a_prefix_of_b``
+and ``family.nested`` say whether one forward pass can serve a pair or every length.
+
 Token ids are assembled from the in-context ids of the pieces (BOS, prefix, and each
-joiner + item unit), found by probing the tokenizer once per family and tokenizer. The
-probe checks every transition between pieces (each item exactly one token, no merging
-with its neighbours, the same ids after every predecessor); a few built sequences per
-call (smallest, median and largest k, plus group boundaries for separators) are then
-compared with a real tokenization of the whole string. Any mismatch raises
-:class:`TokenizationError` naming the item and the tokens.
+joiner + item unit), found by probing the tokenizer once per family and tokenizer
+(cached), so ``ones().pairs(model, range(1, 2049))`` costs list arithmetic, not 2,048
+tokenizations. The probe checks every transition between pieces (each item exactly one
+token, no merging with its neighbours, the same ids after every predecessor); a few
+built sequences per call (smallest, median and largest k, plus group boundaries for
+separators) are then compared with a real tokenization of the whole string. Any
+mismatch raises :class:`TokenizationError` naming the item and the tokens.
 
 Example:
     >>> import oversquash_lens as osl

@@ -10,6 +10,11 @@ second (otherwise the unit merges with what precedes it), the item's part of the
 ids must be exactly one token, and a unit must get the same ids after every
 predecessor it can follow. :func:`check_assembly` then compares assembled ids with a
 real tokenization of the whole string.
+
+Limitations: layouts are cached per tokenizer object, so a tokenizer changed in place
+(added tokens) needs a new family. SentencePiece tokenizers that add a dummy space at
+the start of the text (Llama 2 style: ``"1"`` → ``["▁", "1"]``) make the first item two
+tokens when the prefix is empty; give a non-empty prefix there.
 """
 
 from collections.abc import Callable, Iterable, Sequence
