@@ -1,0 +1,319 @@
+"""AttentionPaths: attention-path weights to the last token, streamed layer by layer.
+
+As each layer's attention pattern fires, the analyzer reduces its heads to one causal
+matrix Λ(ℓ), turns it into the method's transition Ā(ℓ) and multiplies it onto a running
+product P = Ā(ℓ)⋯Ā(0) it holds between hooks. The run record keeps only the last row of
+P per layer (plus one row per head with ``heads="each"``), so memory is O(n²) per batch
+row at any time: never the L×H×n×n stack of all patterns.
+"""
+
+import math
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from .._errors import IncompatibleRunError
+from .._types import Pattern
+from ._base import Analyzer, RunRecord
+from ._path_math import (
+    HEAD_REDUCTIONS,
+    PathProduct,
+    bound_constants,
+    head_rows,
+    reduce_heads,
+    to_transition_,
+    transition_coefficients,
+    uniform_path_weights,
+)
+from ._path_result import PathResult
+
+if TYPE_CHECKING:
+    from .._adapter import ModelAdapter, Prompt
+
+# What ``keep`` stores instead of rows when a pattern cannot extend the product.
+_CACHED_STEP, _OUT_OF_ORDER = 1.0, 2.0
+HeadSpec = str | Tensor | Sequence[float] | Sequence[Sequence[float]]
+Beta = float | Sequence[float]
+
+
+class AttentionPaths(Analyzer):
+    """Weight of all causal attention paths from every position to the last one.
+
+    For each layer ℓ and position i: the (n, i) entry of Ā(ℓ)⋯Ā(0) (PAPER.md §3), with
+
+    - ``method="bound"``: Ā = Λ/β1 + I, the path sum of Thm 5.1 (its constant C is
+      reported apart, in ``PathResult.constant``);
+    - ``method="rollout"``: Ā = ½(Λ + I), attention rollout (Abnar & Zuidema 2020);
+    - ``method="context"``: Ā = Λ, cumulative context without the residual (Wu et al.).
+
+    Heads are reduced first: ``"mean"`` (row-stochastic), ``"max"`` (element-wise, rows may
+    sum above 1), per-head weights (``[n_heads]`` or ``[n_layers, n_heads]``:
+    Λ = Σ_h w_h Λ_h), or ``"each"``: the product runs on the head mean, and each head also
+    gets its own row, Ā_h(ℓ)·P_{ℓ−1} (head h's layer on top of the mean product below it).
+    With grouped-query attention TransformerLens reports one pattern per query head, so
+    heads here are query heads.
+
+    Each forward pass inside :func:`~oversquash_lens.attach` is one run; batch rows stay
+    apart. The last position is the last column of the input: measure right-padded
+    batches row by row. KV-cached generation steps (one query position) are refused.
+
+    Args:
+        method: ``"bound"``, ``"rollout"`` or ``"context"``.
+        heads: ``"mean"``, ``"max"``, ``"each"``, or non-negative head weights.
+        beta1: β1, the first norm's constant (a number or one per layer; ``bound`` only).
+        beta2: β2, the second norm's constant (a number or one per layer; ``bound`` only).
+        beta3: β3, the final norm's constant (``bound`` only).
+        sigma_psi: σ_ψ, the MLPs' Lipschitz constant (``bound`` only).
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens.analyzers._paths import AttentionPaths
+        >>> model = osl.load_model("tiny-llama")
+        >>> with osl.attach(model, AttentionPaths(method="rollout")) as rec:
+        ...     _ = model(model.to_tokens("1 1 1"))
+        >>> result = rec.result("AttentionPaths")
+        >>> result.weights.shape  # [batch, layer, pos]
+        torch.Size([1, 2, 4])
+        >>> round(result.weights[0, -1].sum().item(), 6)  # rollout rows sum to 1
+        1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str = "bound",
+        heads: HeadSpec = "mean",
+        beta1: Beta = 1.0,
+        beta2: Beta = 1.0,
+        beta3: float = 1.0,
+        sigma_psi: float = 1.0,
+    ) -> None:
+        transition_coefficients(method)  # validates the name
+        self.method = method
+        self.head_scale: Tensor | None = None
+        if isinstance(heads, str):
+            if heads not in HEAD_REDUCTIONS:
+                raise ValueError(
+                    f"heads must be one of {HEAD_REDUCTIONS} or a tensor of head weights, "
+                    f"got {heads!r}"
+                )
+            self.heads = heads
+        else:
+            scale = torch.as_tensor(heads, dtype=torch.float64).detach().cpu()
+            if scale.ndim not in (1, 2) or not bool(torch.isfinite(scale).all()):
+                raise ValueError(
+                    "head weights must be finite, shaped [n_heads] or [n_layers, n_heads]"
+                )
+            if bool((scale < 0).any()):
+                raise ValueError("head weights must be non-negative (they weight paths)")
+            self.heads, self.head_scale = "weighted", scale
+        self.beta1, self.beta2 = beta1, beta2
+        self.beta3, self.sigma_psi = float(beta3), float(sigma_psi)
+        if not (math.isfinite(self.beta3) and self.beta3 > 0):
+            raise ValueError(f"beta3 must be positive, got {beta3}")
+        if not (math.isfinite(self.sigma_psi) and self.sigma_psi >= 0):
+            raise ValueError(f"sigma_psi must be non-negative, got {sigma_psi}")
+        self._layer_of: dict[str, int] = {}
+        self._product = PathProduct()
+        self._expected: int | None = None  # next layer the running product can take
+        self._last: tuple[str, Callable[[], Any], Tensor] = ("", lambda: None, torch.empty(0))
+
+    # ------------------------------------------------------------------ configuration
+    def _per_layer(self, value: Beta, name: str, n_layers: int) -> tuple[float, ...]:
+        values = (float(value),) * n_layers if isinstance(value, (int, float)) else value
+        values = tuple(float(v) for v in values)
+        if len(values) != n_layers:
+            raise ValueError(
+                f"{name} has {len(values)} entries but the model has {n_layers} layers"
+            )
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(f"{name} must be positive, got {values}")
+        return values
+
+    def _scale(self, n_layers: int, n_heads: int) -> Tensor | None:
+        if self.head_scale is None:
+            return None
+        scale = self.head_scale
+        if scale.ndim == 1:
+            scale = scale.expand(n_layers, -1)
+        if tuple(scale.shape) != (n_layers, n_heads):
+            raise ValueError(
+                f"head weights have shape {tuple(self.head_scale.shape)}; this model needs "
+                f"[{n_heads}] or [{n_layers}, {n_heads}] (one per query head)"
+            )
+        return scale.contiguous()
+
+    def bind(self, adapter: "ModelAdapter") -> None:
+        """Check the constants and head weights against the model's layers and heads."""
+        super().bind(adapter)
+        self._per_layer(self.beta1, "beta1", adapter.n_layers)
+        self._per_layer(self.beta2, "beta2", adapter.n_layers)
+        self._scale(adapter.n_layers, adapter.n_heads)
+
+    def hook_names(self, adapter: "ModelAdapter") -> list[str]:
+        """Every layer's attention pattern, in layer order."""
+        names = [adapter.pattern(layer) for layer in range(adapter.n_layers)]
+        self._layer_of = {name: layer for layer, name in enumerate(names)}
+        return names
+
+    # ------------------------------------------------------------------ streaming
+    def keep(self, name: str, activation: Pattern) -> Tensor:
+        """Extend the running product by this layer; keep its last row(s).
+
+        Returns:
+            ``[batch, 1 + heads, pos]`` float64 on the CPU: row 0 is the path weight, the
+            others (``heads="each"``) the per-head rows; a one-element marker tensor when
+            the pattern cannot extend the product (the run is then refused by compute).
+        """
+        last_name, last_activation, last_rows = self._last
+        if name == last_name and last_activation() is activation:
+            return last_rows  # the same object attached twice: this layer is already in P
+        rows = self._extend(name, activation)
+        self._last = (name, weakref.ref(activation), rows)
+        return rows
+
+    def _extend(self, name: str, activation: Pattern) -> Tensor:
+        layer, n_layers = self._layer_of[name], len(self._layer_of)
+        if activation.shape[-1] != activation.shape[-2]:
+            self._reset(None)
+            return torch.tensor([_CACHED_STEP], dtype=torch.float64)
+        if layer == 0:
+            self._reset(0)
+        if layer != self._expected:
+            self._reset(None)
+            return torch.tensor([_OUT_OF_ORDER], dtype=torch.float64)
+        beta1 = self._per_layer(self.beta1, "beta1", n_layers)[layer]
+        a, b = transition_coefficients(self.method, beta1)
+        scale = self._scale(n_layers, activation.shape[1])
+        weights = scale[layer] if scale is not None else None
+        previous = self._product.matrix
+        per_head = head_rows(activation, a, b, previous) if self.heads == "each" else None
+        transition = to_transition_(reduce_heads(activation, self.heads, weights), a, b)
+        self._product.push(transition)
+        rows = self._product.last_row()[:, None, :]
+        if per_head is not None:
+            rows = torch.cat([rows, per_head.cpu()], dim=1)
+        self._expected = layer + 1
+        if self._expected == n_layers:
+            self._reset(None)  # the last layer: free the product now
+        return rows
+
+    def _reset(self, expected: int | None) -> None:
+        self._product.clear()
+        self._expected = expected
+
+    # ------------------------------------------------------------------ results
+    def check_run(self, run: RunRecord) -> None:
+        """Refuse runs whose patterns did not all fire, or could not be chained."""
+        fired = [n for n in run.hook_names if n in run.activations]
+        if fired and len(fired) < len(run.hook_names):
+            missing = [self._layer_of.get(n, n) for n in run.hook_names if n not in fired]
+            raise IncompatibleRunError(
+                f"{self.name} cannot use run {run.index}: the attention patterns of layers "
+                f"{missing} did not fire (the pass stopped early, e.g. stop_at_layer or an "
+                "exception, or started late with start_at_layer); paths need a full "
+                "forward pass"
+            )
+        super().check_run(run)  # nothing fired: says to use eager attention
+        codes = {float(t[0]) for t in run.activations.values() if t.ndim == 1}
+        if _CACHED_STEP in codes:
+            raise IncompatibleRunError(
+                f"{self.name} cannot use run {run.index}: its attention patterns have fewer "
+                "query than key positions (a KV-cached generation step); run the whole "
+                "sequence in one pass (generate with use_past_kv_cache=False)"
+            )
+        if _OUT_OF_ORDER in codes:
+            raise IncompatibleRunError(
+                f"{self.name} cannot use run {run.index}: its attention patterns arrived out "
+                "of layer order, so the running product could not be extended; run full "
+                "forward passes"
+            )
+
+    def compute(self, run: RunRecord) -> PathResult:
+        """The PathResult of one run, from the kept rows."""
+        self.check_run(run)
+        assert run.provenance is not None
+        n_layers = len(run.hook_names)
+        kept = torch.stack([run.activations[n] for n in run.hook_names], dim=1)
+        beta1 = self._per_layer(self.beta1, "beta1", n_layers)
+        beta2 = self._per_layer(self.beta2, "beta2", n_layers)
+        scale = self.head_scale
+        if scale is not None:  # shape checked against the model's heads at bind
+            scale = (scale.expand(n_layers, -1) if scale.ndim == 1 else scale).contiguous()
+        sums = scale.sum(-1).tolist() if scale is not None else [1.0] * n_layers
+        coefficients = []
+        for layer in range(n_layers):
+            a, b = transition_coefficients(self.method, beta1[layer])
+            coefficients.append((a * sums[layer], b))
+        bound = self.method == "bound"
+        return PathResult(
+            weights=kept[:, :, 0].contiguous(),
+            uniform=uniform_path_weights(kept.shape[-1], coefficients),
+            method=self.method,
+            heads=self.heads,
+            provenance=run.provenance,
+            head_weights=kept[:, :, 1:].contiguous() if self.heads == "each" else None,
+            head_scale=scale,
+            constant=bound_constants(beta2, self.beta3, self.sigma_psi) if bound else None,
+            beta1=beta1 if bound else (),
+            beta2=beta2 if bound else (),
+            beta3=self.beta3,
+            sigma_psi=self.sigma_psi,
+            tokens=run.tokens,
+            str_tokens=tuple(run.str_tokens),
+        )
+
+
+def attention_paths(
+    model: Any,
+    prompt: "Prompt",
+    *,
+    method: str = "bound",
+    heads: HeadSpec = "mean",
+    beta1: Beta = 1.0,
+    beta2: Beta = 1.0,
+    beta3: float = 1.0,
+    sigma_psi: float = 1.0,
+    prepend_bos: bool | None = None,
+) -> PathResult:
+    """Attention-path weights from every position to the last token, for one prompt.
+
+    Runs one forward pass under ``torch.no_grad()`` with an :class:`AttentionPaths`
+    attached (see it for the methods and head options) and returns its result.
+
+    Args:
+        model: HookedTransformer or TransformerBridge.
+        prompt: Text, or token ids ``[pos]`` / ``[batch, pos]`` (rows are kept apart).
+        method: ``"bound"``, ``"rollout"`` or ``"context"``.
+        heads: ``"mean"``, ``"max"``, ``"each"``, or head weights.
+        beta1: β1 (number or per layer; ``bound``).
+        beta2: β2 (number or per layer; ``bound``).
+        beta3: β3 (``bound``).
+        sigma_psi: σ_ψ (``bound``).
+        prepend_bos: Override the model's BOS default for text prompts.
+
+    Returns:
+        A :class:`PathResult`.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens.analyzers._paths import attention_paths
+        >>> result = attention_paths(osl.load_model("tiny-gpt2"), "1 1 1 1", method="rollout")
+        >>> result.summary()[["layer", "first", "last"]].shape
+        (2, 3)
+    """
+    from .._adapter import ModelAdapter
+    from .._attach import attach  # _attach imports this package: import it late
+
+    tokens = ModelAdapter(model).to_tokens(prompt, prepend_bos=prepend_bos)
+    analyzer = AttentionPaths(
+        method=method, heads=heads, beta1=beta1, beta2=beta2, beta3=beta3, sigma_psi=sigma_psi
+    )
+    with attach(model, analyzer) as rec, torch.no_grad():
+        model(tokens, return_type=None)
+    result = rec.result(analyzer)
+    assert isinstance(result, PathResult)
+    return result
