@@ -8,7 +8,8 @@ Setup (the paper leaves the distributions open; this is the documented choice):
   they cannot separate two equal ``z_n``;
 - per seed, one draw of the weights ``W_Q, W_K, W_V`` (i.i.d. ``N(0, 1/d)`` entries,
   fan-in initialisation) and of the token embeddings (i.i.d. ``N(0, I/d)``, expected
-  norm 1): ``n − 1`` tokens ``u`` and one token ``a``;
+  norm 1; ``u`` is sampled in float32, then upcast): ``n − 1`` tokens ``u`` and one
+  token ``a``. Every operation is float64;
 - ``v = [u, a]`` has length ``n`` and ``v* = [u, a, a]`` length ``n + 1``; the curve is
   ``D(n) = ‖z*_{n+1} − z_n‖`` in L1 (Fig 10) and L∞ (Fig 8). Each seed draws ``u`` once
   for the longest length; shorter lengths use its prefixes.
@@ -241,8 +242,10 @@ def synthetic_collapse_curve(
     """Distance between the last-token outputs for ``[u, a]`` and ``[u, a, a]``, per length.
 
     Seeds run in blocks of about 32 MiB per tensor on one intra-op thread (restored
-    afterwards), so 100 seeds at ``n = 10000`` take a few seconds. Average many seeds:
-    the spread is heavy-tailed.
+    afterwards), so 100 seeds at ``n = 10000`` take a few seconds. The paper found the
+    spread heavy-tailed and averaged ≥ 100 seeds; in this setup it is mild (NoPE,
+    ``n = 1000``: ``n·D`` has mean 6.35, standard deviation 0.84, range 4.7–9.1 over 200
+    seeds).
 
     Args:
         layer: A :class:`SyntheticLayer`, or just its ``pe`` name (other fields default).
