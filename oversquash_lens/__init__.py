@@ -6,6 +6,8 @@ need glasses! Information over-squashing in language tasks" (NeurIPS 2024).
 
 from . import capture as capture
 from . import precision as precision
+from . import tasks as tasks
+from . import theory as theory
 from ._adapter import ModelAdapter as ModelAdapter
 from ._attach import Recording as Recording
 from ._attach import attach as attach
@@ -18,6 +20,7 @@ from ._errors import ModelLoadError as ModelLoadError
 from ._errors import OversquashLensError as OversquashLensError
 from ._errors import PatternsUnavailableError as PatternsUnavailableError
 from ._errors import PromptTooLongError as PromptTooLongError
+from ._errors import TokenizationError as TokenizationError
 from ._errors import UnknownModelError as UnknownModelError
 from ._errors import UnknownPrecisionError as UnknownPrecisionError
 from ._errors import UnsupportedModelError as UnsupportedModelError
@@ -71,6 +74,8 @@ __all__ = [
     "native_dtype",
     "preserve_state",
     "record",
+    "tasks",
+    "theory",
     "BackendUnavailableError",
     "EmptySequenceError",
     "FloatFormat",
@@ -81,6 +86,7 @@ __all__ = [
     "OversquashLensError",
     "PatternsUnavailableError",
     "PromptTooLongError",
+    "TokenizationError",
     "UnknownModelError",
     "UnknownPrecisionError",
     "UnsupportedModelError",

@@ -54,7 +54,7 @@ def parse_precision(spec: FormatLike, device: torch.device | str = "cpu") -> Set
             ``"emulate:..."`` spelling to use instead.
 
     Example:
-        >>> parse_precision("emulate:e4m3").label
+        >>> parse_precision("emulate:float8_e4m3").label
         'emulate:float8_e4m3'
     """
     if isinstance(spec, str) and spec.startswith(EMULATE):

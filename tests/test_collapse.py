@@ -15,8 +15,8 @@ from oversquash_lens.analyzers._collapse_math import (
     compare_in_format,
     distances,
     first_stable,
-    fit_inverse_law,
 )
+from oversquash_lens.precision import round_to_format, ulp_distance
 
 from .helpers import hook_registry, leftover_hooks, state_of
 
@@ -66,17 +66,63 @@ def test_compare_in_format_agrees_with_torch_casts() -> None:
     assert torch.equal(cmp.ulps == 0, expected)
 
 
+@pytest.mark.parametrize("fmt", ["float32", "bfloat16", "float16", "float64"])
+def test_native_ulp_fast_path_matches_the_general_one(fmt: str) -> None:
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(8, 256, generator=gen, dtype=torch.float64) * 10.0 ** torch.randint(
+        -6, 6, (8, 1), generator=gen
+    )
+    b = a * (1 + torch.randn(8, 256, generator=gen, dtype=torch.float64) * 1e-3)
+    b[0, :4] = torch.tensor([0.0, -0.0, float("inf"), -a[0, 3]])  # zero, sign, overflow
+    fast = compare_in_format(a, b, fmt)
+    general = ulp_distance(round_to_format(a, fmt), round_to_format(b, fmt), fmt).amax(-1)
+    torch.testing.assert_close(fast.ulps, general, rtol=0, atol=0)
+
+
 def test_first_stable_and_inverse_law() -> None:
     assert first_stable(torch.tensor([False, True, False, True, True])) == 3
     assert first_stable(torch.tensor([True, True])) == 0
     assert first_stable(torch.tensor([True, False])) is None
-    lengths = [1, 2, 5, 10, 100]
-    fit = fit_inverse_law(lengths, torch.tensor([3.0 / k for k in lengths], dtype=torch.float64))
-    assert fit is not None
-    assert fit.slope == pytest.approx(-1.0, abs=1e-12)
-    assert fit.inverse_scale == pytest.approx(3.0, rel=1e-12)
-    assert fit.crossing(2**-7) == pytest.approx(3.0 * 128, rel=1e-12)
-    assert fit_inverse_law([1], torch.tensor([1.0])) is None
+    result = _synthetic_result([1, 2, 5, 10, 100], [3.0 / k for k in [1, 2, 5, 10, 100]])
+    length = result.collapse_length("float32", "epsilon")
+    assert length.fit is not None and length.fit.slope == pytest.approx(-1.0, abs=1e-12)
+    assert length.predicted == pytest.approx(3.0 / 2**-23, rel=1e-12)
+    assert length.measured is None  # 0.03 at k = 100 is far above float32's epsilon
+    loose = result.collapse_length("bfloat16", "epsilon")
+    assert loose.predicted == pytest.approx(3.0 * 128, rel=1e-12) and loose.measured is None
+    assert result.collapse_length("bfloat16", "bits").measured == 10  # set below
+
+
+def _synthetic_result(lengths: list[int], curve: list[float]) -> osl.CollapseResult:
+    """A hand-made result: float32 and bfloat16 rows with the same distance curve."""
+    n_len, n_points = len(lengths), 2
+    distances = torch.zeros(2, n_len, n_points, 4, dtype=torch.float64)
+    distances[:, :, :, LINF] = torch.tensor(curve, dtype=torch.float64)[None, :, None]
+    equal = torch.zeros(2, n_len, n_points, dtype=torch.bool)
+    equal[1, 3:] = True
+    provenance = osl.Provenance("hand-made", "hooked", None, "float32", "cpu", "eager", None, "")
+    return osl.CollapseResult(
+        lengths=tuple(lengths),
+        precisions=("float32", "bfloat16"),
+        formats=("float32", "bfloat16"),
+        points=(names.FINAL_NORM, "logits"),
+        head_layers=(),
+        distances=distances,
+        noise=torch.zeros_like(distances),
+        head_distances=torch.zeros(2, n_len, 0, 0, 4, dtype=torch.float64),
+        head_noise=torch.zeros(2, n_len, 0, 0, 4, dtype=torch.float64),
+        bitwise_equal=equal,
+        ulps=torch.zeros(2, n_len, n_points, dtype=torch.float64),
+        eps_ratio=torch.zeros(2, n_len, n_points, dtype=torch.float64),
+        argmax_a=torch.zeros(2, n_len, dtype=torch.long),
+        argmax_b=torch.zeros(2, n_len, dtype=torch.long),
+        continuation_equal=torch.full((2, n_len), -1, dtype=torch.long),
+        continuation=0,
+        family="hand-made",
+        mode="independent",
+        passes=0,
+        provenance=provenance,
+    )
 
 
 def test_plan_shares_prefix_chains() -> None:

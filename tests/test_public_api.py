@@ -13,6 +13,8 @@ PUBLIC_MODULES = [
     "oversquash_lens.analyzers",
     "oversquash_lens.results",
     "oversquash_lens.capture",
+    "oversquash_lens.tasks",
+    "oversquash_lens.theory",
 ]
 
 

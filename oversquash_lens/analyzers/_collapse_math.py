@@ -5,7 +5,6 @@ model produced (PAPER.md §2, DESIGN.md: "representational distances are compute
 float64 from the stored tensors").
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -88,16 +87,51 @@ def compare_in_format(
         tensor([True])
     """
     spec = get_format(fmt)
-    a64 = round_to_format(a.to(torch.float64), spec)
-    b64 = round_to_format(b.to(torch.float64), spec)
-    if a64.shape[-1] == 0:
-        zeros = torch.zeros(a64.shape[:-1], dtype=torch.float64)
+    if a.shape[-1] == 0:
+        zeros = torch.zeros(a.shape[:-1], dtype=torch.float64)
         return FormatComparison(zeros == 0, zeros, zeros, zeros)
-    ulps = ulp_distance(a64, b64, spec).amax(-1)
+    if spec.torch_dtype in _BITS and spec == get_format(spec.torch_dtype):
+        ulps, a64, b64 = _native_ulps(a, b, spec.torch_dtype)
+    else:
+        a64 = round_to_format(a.to(torch.float64), spec)
+        b64 = round_to_format(b.to(torch.float64), spec)
+        ulps = ulp_distance(a64, b64, spec)
+    ulps = ulps.amax(-1)
     linf = (a64 - b64).abs().amax(-1)
     return FormatComparison(
         bitwise_equal=ulps == 0, ulps=ulps, linf=linf, eps_ratio=linf / spec.epsilon
     )
+
+
+_BITS = {
+    torch.float64: torch.int64,
+    torch.float32: torch.int32,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
+
+
+def _native_ulps(a: Tensor, b: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """ULP distances for a format torch has: cast (round to nearest even), compare bits.
+
+    Same numbers as :func:`~oversquash_lens.precision.ulp_distance` (a test checks it),
+    several times faster: the bit patterns of a sign-magnitude float, read as integers,
+    are ordered like the values.
+    """
+    ca, cb = a.to(dtype), b.to(dtype)
+    bits = _BITS[dtype]
+    width = torch.iinfo(bits).bits
+
+    def key(x: Tensor) -> Tensor:
+        raw = x.view(bits).to(torch.int64)
+        magnitude = raw & ((1 << (width - 1)) - 1)
+        return torch.where(raw < 0, -magnitude, magnitude)
+
+    ulps = (key(ca) - key(cb)).abs().to(torch.float64)
+    if dtype == torch.float64:  # distances beyond 2^53 are not exact in float64 anyway
+        ulps = (key(ca).to(torch.float64) - key(cb).to(torch.float64)).abs()
+    ulps = torch.where(ca.isnan() | cb.isnan(), float("nan"), ulps)
+    return ulps, ca.to(torch.float64), cb.to(torch.float64)
 
 
 def first_stable(flags: Bool[Tensor, " length"]) -> int | None:
@@ -114,53 +148,3 @@ def first_stable(flags: Bool[Tensor, " length"]) -> int | None:
     while index > 0 and values[index - 1]:
         index -= 1
     return index
-
-
-@dataclass(frozen=True)
-class InverseLawFit:
-    """A fit of ``D(k) ≈ c · k^slope`` in log space, and the constant of the 1/k law.
-
-    Attributes:
-        slope: Least-squares slope of log D against log k (−1 for the 1/n law).
-        scale: Intercept ``c`` of that free fit.
-        inverse_scale: ``c`` with the slope fixed at −1: geometric mean of ``D(k)·k``.
-    """
-
-    slope: float
-    scale: float
-    inverse_scale: float
-
-    def crossing(self, threshold: float) -> float:
-        """The length where the 1/k law falls to ``threshold``: ``inverse_scale / threshold``."""
-        return self.inverse_scale / threshold
-
-
-def fit_inverse_law(lengths: list[int], values: Float[Tensor, " length"]) -> InverseLawFit | None:
-    """Fit the collapse curve's power law on the points where it is positive.
-
-    Args:
-        lengths: Sequence lengths k.
-        values: Distances D(k) (non-positive or NaN values are ignored).
-
-    Returns:
-        The fit, or None with fewer than two usable points.
-
-    Example:
-        >>> fit = fit_inverse_law([10, 100, 1000], torch.tensor([0.5, 0.05, 0.005]))
-        >>> round(fit.slope, 6), round(fit.inverse_scale, 6), round(fit.crossing(2**-7))
-        (-1.0, 5.0, 640)
-    """
-    pairs = [
-        (math.log(k), math.log(float(v)))
-        for k, v in zip(lengths, values.tolist(), strict=True)
-        if k > 0 and v == v and v > 0
-    ]
-    if len(pairs) < 2:
-        return None
-    x = torch.tensor([p[0] for p in pairs], dtype=torch.float64)
-    y = torch.tensor([p[1] for p in pairs], dtype=torch.float64)
-    xc = x - x.mean()
-    slope = float((xc * (y - y.mean())).sum() / (xc * xc).sum()) if float((xc * xc).sum()) else 0.0
-    scale = math.exp(float(y.mean()) - slope * float(x.mean()))
-    inverse_scale = math.exp(float((y + x).mean()))
-    return InverseLawFit(slope=slope, scale=scale, inverse_scale=inverse_scale)

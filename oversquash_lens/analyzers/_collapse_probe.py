@@ -164,12 +164,12 @@ class CollapseProbe(Analyzer):
 
     Example:
         >>> import oversquash_lens as osl
-        >>> model = osl.load_model("tiny-gpt2")
+        >>> model = osl.load_model("tiny-nope")  # no positional encoding
         >>> with osl.attach(model, osl.CollapseProbe()) as rec:
         ...     _ = model(model.to_tokens("1 1 1"))
         ...     _ = model(model.to_tokens("1 1 1 1"))
         >>> cmp = rec.compare(0, 1)
-        >>> cmp.distances.shape, bool(cmp.distances[0].eq(0).all())  # same token embedding
+        >>> cmp.distances.shape, bool(cmp.distances[0].eq(0).all())  # same last token: same v(0)
         (torch.Size([5, 4]), True)
     """
 

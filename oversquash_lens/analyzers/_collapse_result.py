@@ -1,5 +1,6 @@
 """CollapseResult: how far apart the two sequences of a family stay, by length and format."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -10,7 +11,8 @@ from torch import Tensor
 from .. import _hooknames as names
 from ..precision import get_format
 from ..results import Provenance, Result
-from ._collapse_math import METRICS, InverseLawFit, first_stable, fit_inverse_law
+from ..theory import InverseLawFit, fit_inverse_law
+from ._collapse_math import METRICS, first_stable
 
 Criterion = Literal["bits", "epsilon", "argmax"]
 BF16_EPS, FP16_EPS = 2.0**-7, 2.0**-10
@@ -169,13 +171,19 @@ class CollapseResult(Result):
         fit = None
         if reference is not None:
             curve = self.distances[reference, :, k, METRICS.index("linf")]
-            fit = fit_inverse_law(list(self.lengths), curve)
+            usable = [
+                (n, float(v))
+                for n, v in zip(self.lengths, curve.tolist(), strict=True)
+                if 0 < v < math.inf
+            ]
+            if len(usable) >= 2:
+                fit = fit_inverse_law([n for n, _ in usable], [v for _, v in usable])
         return CollapseLength(
             precision=self.precisions[p],
             criterion=criterion,
             point=self.points[k],
             measured=None if index is None else self.lengths[index],
-            predicted=None if fit is None else fit.crossing(fmt.epsilon),
+            predicted=None if fit is None else fit.collapse_length(fmt.epsilon),
             reference=None if reference is None else self.precisions[reference],
             fit=fit,
         )

@@ -1,0 +1,113 @@
+"""The paper's Fig 5 experiments (a–d) on a built-in model, with and without BOS.
+
+For each family the last layer's per-head outputs (``hook_z``) of the two sequences are
+compared at lengths 1, 2, 6, 11, 51, 101, 501, 1001, 2001 in float32, native bfloat16 and
+emulated float8 e4m3; every result is saved, and a markdown table and a figure are
+written to ``--out``. Sweeps checkpoint to ``--out`` and resume when rerun.
+
+Usage::
+
+    .venv/bin/python scripts/fig5_smollm2.py --out docs/fig5_smollm2
+"""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import oversquash_lens as osl
+from oversquash_lens import tasks
+from oversquash_lens.analyzers._collapse_math import METRICS
+from oversquash_lens.results import atomic_write_bytes
+
+LENGTHS = [1, 2, 6, 11, 51, 101, 501, 1001, 2001]
+PRECISIONS = ["float32", "bfloat16", "emulate:float8_e4m3"]
+LINF = METRICS.index("linf")
+
+
+def families(bos: bool) -> dict[str, Any]:
+    """Fig 5 (a)–(d); (d) in both comma placements, since the paper does not say which."""
+    return {
+        "a_count_ones": tasks.repeated_last("1", prefix=tasks.COUNT_ONES, bos=bos),
+        "b_random_digits": tasks.random_prefix(prefix=tasks.COUNT_ONES, bos=bos, seed=0),
+        "c_copy_ones": tasks.repeated_last("1", prefix=tasks.COPY_NUMBER, bos=bos),
+        "d_copy_commas_left": tasks.separated(
+            "1", every=3, separator=",", group="left", prefix=tasks.COPY_NUMBER, bos=bos
+        ),
+        "d_copy_commas_right": tasks.separated(
+            "1", every=3, separator=",", group="right", prefix=tasks.COPY_NUMBER, bos=bos
+        ),
+    }
+
+
+def table(result: osl.CollapseResult) -> str:
+    """Markdown: per length, head-mean L∞ (last layer) per precision, y_n and its noise."""
+    y = result.point_index()
+    head = [f"mean head L∞ {p}" for p in result.precisions]
+    cols = ["k", *head, "y_n L∞ fp32", "noise fp32", "y_n bf16 equal", "same argmax bf16"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    bf16 = result.precision_index("bfloat16")
+    for i, k in enumerate(result.lengths):
+        cells = [str(k)]
+        for p in range(len(result.precisions)):
+            cells.append(f"{float(result.head_distances[p, i, -1, :, LINF].mean()):.3g}")
+        cells.append(f"{float(result.distances[0, i, y, LINF]):.3g}")
+        cells.append(f"{float(result.noise[0, i, y, LINF]):.2g}")
+        cells.append("yes" if bool(result.bitwise_equal[bf16, i, y]) else "no")
+        same = bool(result.argmax_a[bf16, i] == result.argmax_b[bf16, i])
+        cells.append("yes" if same else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--lengths", type=int, nargs="*", default=LENGTHS)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = osl.load_model(args.model)
+    names = list(families(True))
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.5), squeeze=False)
+    report: list[str] = [f"# Fig 5 on {args.model}\n"]
+    summary: dict[str, Any] = {}
+    for row, bos in enumerate([True, False]):
+        for col, (name, family) in enumerate(families(bos).items()):
+            tag = f"{name}_{'bos' if bos else 'nobos'}"
+            result = osl.collapse(
+                model,
+                family,
+                args.lengths,
+                PRECISIONS,
+                heads=-1,
+                checkpoint=args.out / f"{tag}.checkpoint.pt",
+            )
+            result.save(args.out / f"{tag}.npz")
+            result.plot(ax=axes[row, col])
+            axes[row, col].set_title(f"{name} ({'BOS' if bos else 'no BOS'})", fontsize=9)
+            report += [f"\n## {name}, {'with' if bos else 'without'} BOS ({result.mode})\n"]
+            report += [table(result), ""]
+            summary[tag] = {
+                "mode": result.mode,
+                "passes_per_precision": result.passes,
+                "head_mean_linf": {
+                    p: result.head_distances[i, :, -1, :, LINF].mean(-1).tolist()
+                    for i, p in enumerate(result.precisions)
+                },
+            }
+            print(f"{tag}: done ({result.passes} passes per precision)", flush=True)
+    fig.tight_layout()
+    fig.savefig(args.out / "fig5.png", dpi=110)
+    atomic_write_bytes(args.out / "table.md", "\n".join(report).encode())
+    atomic_write_bytes(args.out / "summary.json", json.dumps(summary, indent=1).encode())
+
+
+if __name__ == "__main__":
+    main()
