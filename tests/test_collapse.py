@@ -180,6 +180,7 @@ def test_probe_positions_and_refusals(load) -> None:
     with osl.attach(model, osl.CollapseProbe(positions=[0, -1], heads=0)) as rec:
         model(model.to_tokens("1 2 3"))
     reps = rec.result("CollapseProbe")
+    assert isinstance(reps, osl.Representations)
     assert reps.positions == (0, 3) and reps.head_layers == (0,)
     first = rec.compare(0, 0, position_a=0, position_b=-1)
     assert first.distances[0, LINF] > 0
