@@ -25,15 +25,25 @@ from ._errors import UnknownModelError as UnknownModelError
 from ._errors import UnknownPrecisionError as UnknownPrecisionError
 from ._errors import UnsupportedModelError as UnsupportedModelError
 from ._errors import UnsupportedPrecisionError as UnsupportedPrecisionError
+from ._trace import trace as trace
 from .analyzers import Analyzer as Analyzer
+from .analyzers import AttentionPaths as AttentionPaths
 from .analyzers import CollapseLength as CollapseLength
 from .analyzers import CollapseProbe as CollapseProbe
 from .analyzers import CollapseResult as CollapseResult
+from .analyzers import FlowResult as FlowResult
 from .analyzers import PairComparison as PairComparison
+from .analyzers import PathResult as PathResult
 from .analyzers import Representations as Representations
 from .analyzers import ResidualNorms as ResidualNorms
 from .analyzers import ResidualNormsResult as ResidualNormsResult
 from .analyzers import RunRecord as RunRecord
+from .analyzers import Sensitivity as Sensitivity
+from .analyzers import SensitivityResult as SensitivityResult
+from .analyzers import attention_paths as attention_paths
+from .analyzers import log_path_counts as log_path_counts
+from .analyzers import path_counts as path_counts
+from .analyzers import sensitivity as sensitivity
 from .capture import emulate_precision as emulate_precision
 from .capture import intervene as intervene
 from .capture import native_dtype as native_dtype
@@ -54,6 +64,16 @@ from .results import Result as Result
 
 __all__ = [
     "Analyzer",
+    "AttentionPaths",
+    "FlowResult",
+    "PathResult",
+    "Sensitivity",
+    "SensitivityResult",
+    "attention_paths",
+    "log_path_counts",
+    "path_counts",
+    "sensitivity",
+    "trace",
     "CollapseLength",
     "CollapseProbe",
     "CollapseResult",
