@@ -16,6 +16,7 @@ def trace(
     probes: int = 32,
     path_method: str = "bound",
     heads: str = "mean",
+    layers: Any = "all",
     seed: int = 0,
     prepend_bos: bool | None = None,
 ) -> FlowResult:
@@ -32,6 +33,8 @@ def trace(
         probes: Hutchinson probes.
         path_method: ``"bound"``, ``"rollout"`` or ``"context"``.
         heads: How heads are combined for the paths (``"mean"``, ``"max"``).
+        layers: Sensitivity output points: ``"all"``, ``"final"`` (y_n) or a list of
+            block numbers and ``"final"`` (each VJP costs about one backward pass).
         seed: Seed of the probes.
         prepend_bos: Override the model's BOS default for text prompts.
 
@@ -47,6 +50,12 @@ def trace(
     """
     paths = attention_paths(model, prompt, method=path_method, heads=heads, prepend_bos=prepend_bos)
     measured = sensitivity(
-        model, prompt, method=method, probes=probes, seed=seed, prepend_bos=prepend_bos
+        model,
+        prompt,
+        method=method,
+        probes=probes,
+        layers=layers,
+        seed=seed,
+        prepend_bos=prepend_bos,
     )
     return FlowResult.combine(paths, measured)
