@@ -24,7 +24,7 @@ from .._types import LayerPathWeights, LayerValues, PathMatrix, PathRows, Patter
 
 METHODS = ("bound", "rollout", "context")
 HEAD_REDUCTIONS = ("mean", "max", "each")
-BLOCK = 256  # row-block size of the triangular product; measured in benchmarks/bench_paths.py
+BLOCK = 512  # rows per block of the triangular product (benchmarks/bench_paths.py times it)
 
 
 def transition_coefficients(method: str, beta1: float = 1.0) -> tuple[float, float]:
