@@ -41,6 +41,15 @@ class PathResult(Result):
         sigma_psi: σ_ψ (``bound``).
         tokens: Token ids ``[batch, pos]`` of the run, if known.
         str_tokens: Token strings of batch row 0.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> result = osl.attention_paths(model, "1 2 3", method="rollout")
+        >>> result.attenuation.shape  # [batch, layer, pos]
+        torch.Size([1, 2, 4])
+        >>> list(result.summary().columns[:5])
+        ['batch', 'layer', 'first', 'last', 'early']
     """
 
     weights: PathWeights
@@ -111,7 +120,7 @@ class PathResult(Result):
 
         Returns:
             ``pandas.DataFrame``, one row per (batch, layer), columns: batch, layer, first,
-            early, middle, late, last, argmin, min, entropy, entropy_ratio (see
+            last, early, middle, late, argmin, min, entropy, entropy_ratio (see
             :func:`~oversquash_lens.analyzers._path_math.path_summary`).
         """
         import pandas as pd

@@ -70,9 +70,8 @@ class AttentionPaths(Analyzer):
 
     Example:
         >>> import oversquash_lens as osl
-        >>> from oversquash_lens.analyzers._paths import AttentionPaths
         >>> model = osl.load_model("tiny-llama")
-        >>> with osl.attach(model, AttentionPaths(method="rollout")) as rec:
+        >>> with osl.attach(model, osl.AttentionPaths(method="rollout")) as rec:
         ...     _ = model(model.to_tokens("1 1 1"))
         >>> result = rec.result("AttentionPaths")
         >>> result.weights.shape  # [batch, layer, pos]
@@ -300,8 +299,8 @@ def attention_paths(
 
     Example:
         >>> import oversquash_lens as osl
-        >>> from oversquash_lens.analyzers._paths import attention_paths
-        >>> result = attention_paths(osl.load_model("tiny-gpt2"), "1 1 1 1", method="rollout")
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> result = osl.attention_paths(model, "1 1 1 1", method="rollout")
         >>> result.summary()[["layer", "first", "last"]].shape
         (2, 3)
     """
