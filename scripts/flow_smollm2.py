@@ -28,9 +28,8 @@ FIRST_DIGIT = "What is the first digit in this sequence?"
 
 
 def depths(n_layers: int) -> list[Any]:
-    """Seven block outputs spread over the depth (0, …, last), then y_n."""
-    blocks = sorted({round(f * (n_layers - 1) / 6) for f in range(7)})
-    return [*blocks, "final"]
+    """The first, middle and last block outputs, then y_n (each costs k backward passes)."""
+    return [*sorted({0, (n_layers - 1) // 2, n_layers - 1}), "final"]
 
 
 def prompt_tokens(model: Any, prompt: str, n: int) -> torch.Tensor:
@@ -70,8 +69,11 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lengths", type=int, nargs="*", default=[64, 256, 1024])
-    parser.add_argument("--probes", type=int, nargs="*", default=[32, 16, 8])
+    parser.add_argument("--probes", type=int, nargs="*", default=[16, 8, 4])
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     import matplotlib
 
