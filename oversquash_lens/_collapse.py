@@ -25,7 +25,7 @@ from ._attach import attach
 from ._dtypes import native_torch_dtype
 from ._errors import EmptySequenceError, UnsupportedPrecisionError
 from ._generate import greedy_continuation
-from .analyzers._collapse_math import METRICS
+from .analyzers._collapse_math import METRICS, distances
 from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations, compare_arrays
 from .analyzers._collapse_result import CollapseResult
 from .capture import emulate_precision, native_dtype
@@ -170,14 +170,18 @@ def _run_passes(
 
 
 def _gather(reps: list[Representations], where: list[tuple[int, int]]) -> dict[str, Tensor]:
-    picked = [
-        (reps[p], reps[p].positions.index(pos)) for p, pos in where
-    ]  # (representations, kept index)
-    return {
-        "residual": torch.stack([r.residual[0, i] for r, i in picked]),
-        "heads": torch.stack([r.heads[0, i] for r, i in picked]),
-        "logits": torch.stack([r.logits[0, i] for r, i in picked]),
-    }
+    """The kept vectors at ``(pass, position)`` places, in order, one gather per pass."""
+    out: dict[str, Tensor] = {}
+    for key in ("residual", "heads", "logits"):
+        first = getattr(reps[where[0][0]], key)[0]
+        values = first.new_empty((len(where), *first.shape[1:]))
+        for p, rep in enumerate(reps):
+            slots = [j for j, (q, _) in enumerate(where) if q == p]
+            if slots:
+                kept = torch.tensor([rep.positions.index(where[j][1]) for j in slots])
+                values[torch.tensor(slots)] = getattr(rep, key)[0].index_select(0, kept)
+        out[key] = values
+    return out
 
 
 def _measure(reps: list[Representations], unit: _Unit, fmt: FloatFormat) -> dict[str, Tensor]:
@@ -199,17 +203,12 @@ def _measure(reps: list[Representations], unit: _Unit, fmt: FloatFormat) -> dict
         if known:
             first = _gather(reps, [noise_where[j][0] for j in known])  # type: ignore[index]
             second = _gather(reps, [noise_where[j][1] for j in known])  # type: ignore[index]
-            floor = compare_arrays(
-                first["residual"],
-                second["residual"],
-                first["heads"],
-                second["heads"],
-                first["logits"],
-                second["logits"],
-                fmt,
-            )
-            noise[known] = floor["distances"]
-            head_noise[known] = floor["head_distances"]
+            floor = distances(first["residual"], second["residual"])
+            if first["logits"].shape[-1]:
+                logit_floor = distances(first["logits"], second["logits"]).unsqueeze(-2)
+                floor = torch.cat([floor, logit_floor], dim=-2)
+            noise[known] = floor
+            head_noise[known] = distances(first["heads"], second["heads"])
         metrics["noise"], metrics["head_noise"] = noise, head_noise
         chunks.append(metrics)
     return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}

@@ -45,12 +45,11 @@ def distances(
     na, nb = torch.linalg.vector_norm(a64, dim=-1), torch.linalg.vector_norm(b64, dim=-1)
     both_zero = (na == 0) & (nb == 0)
     one_zero = (na == 0) ^ (nb == 0)
-    # 1 − cos = ‖â − b̂‖² / 2 on unit vectors: exact 0 for equal vectors and no
-    # cancellation for nearly equal ones (the interesting case here).
+    # 1 − cos = (‖a − b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖): exact 0 for equal vectors and no
+    # cancellation for nearly equal ones (the interesting case here), no extra copies.
     tiny = torch.finfo(torch.float64).tiny
-    unit_a, unit_b = a64 / na.clamp_min(tiny)[..., None], b64 / nb.clamp_min(tiny)[..., None]
-    half_chord = ((unit_a - unit_b) ** 2).sum(-1) / 2
-    cosine = torch.where(both_zero, 0.0, torch.where(one_zero, 1.0, half_chord))
+    half_chord = ((l2 - (na - nb).abs()) * (l2 + (na - nb).abs())) / (2 * na * nb).clamp_min(tiny)
+    cosine = torch.where(both_zero, 0.0, torch.where(one_zero, 1.0, half_chord.clamp(0, 2)))
     return torch.stack([l1, l2, linf, cosine], dim=-1)
 
 
