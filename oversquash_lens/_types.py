@@ -40,3 +40,10 @@ __all__ += [
 # One token sequence of any length (tasks/); "_": lengths may differ between arguments
 TokenSeq = Int[Tensor, " _pos"]
 __all__ += ["TokenSeq"]
+
+# Jacobian sensitivity (analyzers/_jacobian.py, _sensitivity.py)
+Cotangents = Float[Tensor, "chunk batch d_out"]
+InputGrads = Float[Tensor, "chunk batch pos d_in"]
+PositionNorms = Float64[Tensor, "batch pos"]
+SensitivityNorms = Float64[Tensor, "batch point pos"]
+__all__ += ["Cotangents", "InputGrads", "PositionNorms", "SensitivityNorms"]

@@ -1,0 +1,359 @@
+"""Sensitivity: how strongly each input position moves a layer's last-token output (§3).
+
+For every output point ℓ (each block's residual output v(ℓ+1) and the final norm output
+y_n) and every input position i, ``‖∂h(ℓ) / ∂x_i‖`` at one output position (the last
+token by default), where x is the input to the first block (v(0), the paper's quantity)
+or the token embedding. Theorem 5.1 of the paper bounds exactly this by the path sum
+over attention (PAPER.md §3).
+
+How it plugs into a run: an edit hook makes x a tensor that requires grad (same value,
+no copy) when the run records autograd; the analyzer keeps x and the measured position of
+each output point *with their graph*; ``compute`` runs the VJPs on that graph
+(``retain_graph``) and then drops its references, which frees the graph.
+"""
+
+import dataclasses
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from .._errors import IncompatibleRunError
+from .._hooknames import EMBED, FINAL_NORM, resid_post, resid_pre
+from . import _jacobian as jac
+from ._base import Analyzer, RunRecord
+from ._sensitivity_result import METHODS, NORMS, SensitivityResult
+
+if TYPE_CHECKING:
+    from .._adapter import ModelAdapter
+
+WRT = {"resid_pre0": resid_pre(0), "embed": EMBED}
+_FREED = "__sensitivity_graph_freed__"  # marks a run whose graph compute() released
+
+# Cotangents per batched backward pass (one vmapped backward, is_grads_batched): as many
+# as fit in the memory budget, at most MAX_CHUNK. On this project's 2-core CPU
+# (benchmarks/bench_sensitivity.py, SmolLM2-135M) time per VJP fell with the chunk up to
+# 32-64 and a loop of plain backward passes was ~2x slower; on a GPU larger batches keep
+# the device busy. CPU budget: 1 GiB; CUDA: half the free memory.
+MAX_CHUNK = {"cpu": 64, "cuda": 256}
+CPU_BUDGET = 1024**3
+# Largest Jacobian stack [batch, pos, d_out, d_in] that exact spectral norms may build.
+MAX_BLOCKS_BYTES = 2 * 1024**3
+
+
+class Sensitivity(Analyzer):
+    """Jacobian norms ``‖∂h(ℓ)/∂x_i‖`` of layer outputs with respect to every input token.
+
+    Attach it to runs made with gradients enabled (it refuses ``torch.no_grad()`` and
+    ``torch.inference_mode()`` runs). Each run's graph is kept until its result is
+    computed: read ``rec.results`` before making many large runs, and do not call
+    ``backward()`` on the run's outputs before that (or pass ``retain_graph=True``).
+    Parameters' ``.grad`` is never touched.
+
+    Methods (``norm="fro"``): ``"exact"`` uses ``d_model`` VJPs per output point (every
+    input position at once); ``"hutchinson"`` uses ``probes`` Gaussian VJPs and reports a
+    standard error. (``norm="spectral"``): ``"exact"`` keeps the ``d_model`` VJPs and takes
+    each block's largest singular value (memory ``batch·pos·d_model²``); ``"power"`` runs
+    power iteration with one JVP (double backward) and one VJP per position and step.
+
+    Args:
+        method: ``"exact"``, ``"hutchinson"`` (Frobenius only) or ``"power"`` (spectral
+            only).
+        probes: Hutchinson probes k (≥ 2).
+        norm: ``"fro"`` (Frobenius) or ``"spectral"``.
+        layers: Output points: ``"all"`` (every block output v(1)..v(L), then y_n),
+            ``"final"`` (y_n only), or a sequence of block numbers (block ℓ's output is
+            v(ℓ+1); negative numbers count from the end, -1 = v(L)) and ``"final"``.
+        wrt: ``"resid_pre0"`` (v(0) = ``blocks.0.hook_resid_pre``, the paper's input) or
+            ``"embed"`` (``hook_embed``, the token embedding before positional embeddings;
+            the same Jacobian when positions are added, differs only if the model rescales).
+        position: Output position measured (-1: the last token).
+        seed: Seed for Hutchinson probes and power-iteration starting vectors.
+        chunk_size: VJPs per batched backward pass; None: as many as fit in
+            ``memory_budget``, at most 64 on CPU and 256 on CUDA.
+        memory_budget: Bytes the batched backward passes may use (a rough per-VJP
+            estimate); None: 1 GiB on CPU, half the free memory on CUDA.
+        iterations: Maximum power-iteration steps.
+        tol: Power-iteration convergence tolerance (relative change of σ per step).
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens.analyzers._sensitivity import Sensitivity
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> with osl.attach(model, Sensitivity(layers="final")) as rec:
+        ...     _ = model(model.to_tokens("1 1 1"))
+        >>> rec.result("Sensitivity").norms.shape  # [batch, point, pos]
+        torch.Size([1, 1, 4])
+    """
+
+    needs_grad = True
+
+    def __init__(
+        self,
+        *,
+        method: str = "exact",
+        probes: int = 32,
+        norm: str = "fro",
+        layers: str | Sequence[int | str] = "all",
+        wrt: str = "resid_pre0",
+        position: int = -1,
+        seed: int = 0,
+        chunk_size: int | None = None,
+        memory_budget: int | None = None,
+        iterations: int = 100,
+        tol: float = 1e-6,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if method == "hutchinson" and norm != "fro":
+            raise ValueError(
+                "Hutchinson estimates Frobenius norms only; for spectral norms use "
+                "method='exact' or method='power'"
+            )
+        if method == "power" and norm != "spectral":
+            raise ValueError("power iteration estimates spectral norms: pass norm='spectral'")
+        if method == "hutchinson" and probes < 2:
+            raise ValueError(f"probes must be at least 2 (for a standard error), got {probes}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+        if memory_budget is not None and memory_budget < 1:
+            raise ValueError(
+                f"memory_budget must be a positive number of bytes, got {memory_budget}"
+            )
+        if wrt not in WRT:
+            raise ValueError(f"wrt must be one of {list(WRT)}, got {wrt!r}")
+        if isinstance(layers, str) and layers not in ("all", "final"):
+            raise ValueError(
+                f"layers must be 'all', 'final' or a list of block numbers, got {layers!r}"
+            )
+        if iterations < 1 or not tol >= 0:
+            raise ValueError("iterations must be ≥ 1 and tol ≥ 0")
+        self.method, self.probes, self.norm, self.layers = method, probes, norm, layers
+        self.wrt, self.position, self.seed = wrt, position, seed
+        self.chunk_size, self.memory_budget = chunk_size, memory_budget
+        self.iterations, self.tol = iterations, tol
+
+    # ------------------------------------------------------------------ wiring
+    def output_points(self, n_layers: int) -> list[str]:
+        """Hook names of the output points for a model with ``n_layers`` blocks.
+
+        Raises:
+            ValueError: For block numbers outside the model or repeated points.
+
+        Example:
+            >>> Sensitivity(layers=[0, -1, "final"]).output_points(4)
+            ['blocks.0.hook_resid_post', 'blocks.3.hook_resid_post', 'ln_final.hook_normalized']
+        """
+        if self.layers == "all":
+            return [resid_post(layer) for layer in range(n_layers)] + [FINAL_NORM]
+        if self.layers == "final":
+            return [FINAL_NORM]
+        points: list[str] = []
+        for item in self.layers:
+            if item == "final":
+                points.append(FINAL_NORM)
+            elif isinstance(item, int) and not isinstance(item, bool):
+                if not -n_layers <= item < n_layers:
+                    raise ValueError(
+                        f"layer {item} does not exist: the model has {n_layers} blocks "
+                        f"(0..{n_layers - 1}, or negative from the end)"
+                    )
+                points.append(resid_post(item % n_layers))
+            else:
+                raise ValueError(f"layers items must be block numbers or 'final', got {item!r}")
+        if not points or len(set(points)) != len(points):
+            raise ValueError(f"layers must name distinct points, got {self.layers!r}")
+        return points
+
+    def bind(self, adapter: "ModelAdapter") -> None:
+        """Check the hooks exist and that gradients can flow through the weights."""
+        super().bind(adapter)
+        if any(p.is_inference() for p in adapter.model.parameters()):
+            raise IncompatibleRunError(
+                "Sensitivity needs gradients, but this model's weights are inference tensors "
+                "(created under torch.inference_mode()), through which autograd cannot run; "
+                "load the model outside inference_mode()"
+            )
+
+    def hook_names(self, adapter: "ModelAdapter") -> list[str]:
+        """The input point x, then the output points."""
+        return [WRT[self.wrt], *self.output_points(adapter.n_layers)]
+
+    def edit_hooks(self, adapter: "ModelAdapter") -> list[tuple[str, Any]]:
+        """Make x require grad (same tensor data) when autograd records and it does not."""
+
+        def make_differentiable(activation: Tensor, hook: Any) -> Tensor | None:
+            if torch.is_grad_enabled() and not activation.requires_grad:
+                return activation.detach().requires_grad_(True)
+            return None
+
+        return [(WRT[self.wrt], make_differentiable)]
+
+    def keep(self, name: str, activation: Tensor) -> Tensor:
+        """The input tensor itself (graph attached); the measured position of each output."""
+        if name == WRT[self.wrt]:
+            return activation if activation.requires_grad else torch.empty(0)
+        if activation.requires_grad:
+            return activation[:, self.position]
+        # A run without autograd is refused in compute(): keep nothing big meanwhile.
+        return activation[:, self.position].detach().to("cpu", copy=True)
+
+    # ------------------------------------------------------------------ compute
+    def compute(self, run: RunRecord) -> SensitivityResult:
+        """Norms for every output point and input position, then release the graph.
+
+        Raises:
+            IncompatibleRunError: For runs without autograd, runs whose graph was already
+                freed (a ``backward()`` in between), or where x does not reach an output.
+        """
+        if _FREED in run.activations:
+            raise IncompatibleRunError(
+                f"{self.name} already computed run {run.index} and released its graph; read "
+                "the cached result with rec.result(...)"
+            )
+        self.check_run(run)
+        wrt_hook = WRT[self.wrt]
+        points = [n for n in run.hook_names if n != wrt_hook]
+        x = run.activations[wrt_hook]
+        if not x.requires_grad:
+            raise IncompatibleRunError(
+                f"{self.name} cannot use run {run.index}: {wrt_hook} did not require grad "
+                "(did a hook of yours replace it with a detached tensor?)"
+            )
+        chunk = self.chunk_size or auto_chunk(x, self.memory_budget)
+        rows, errors = [], []
+        try:
+            for point in points:
+                norms, stderr = self._point(run, point, x, chunk)
+                rows.append(norms)
+                errors.append(stderr)
+        except RuntimeError as exc:
+            if "second time" in str(exc) or "already been freed" in str(exc):
+                raise IncompatibleRunError(
+                    f"the autograd graph of run {run.index} was freed before {self.name} "
+                    "used it (a backward() inside the attach block?): read rec.results "
+                    "first, or call backward(retain_graph=True)"
+                ) from exc
+            raise
+        if run.provenance is None:  # pragma: no cover - attach always sets it
+            raise IncompatibleRunError(f"run {run.index} has no provenance")
+        stochastic = self.method != "exact"
+        extra: dict[str, Any] = {**run.provenance.extra, "chunk_size": chunk}
+        if self.method == "power":
+            extra.update(iterations=self.iterations, tol=self.tol)
+        kept_errors = [e for e in errors if e is not None]
+        result = SensitivityResult(
+            norms=torch.stack(rows, dim=1),
+            stderr=torch.stack(kept_errors, dim=1) if kept_errors else None,
+            points=tuple(points),
+            method=self.method,
+            norm=self.norm,
+            probes=self.probes if self.method == "hutchinson" else None,
+            wrt=self.wrt,
+            wrt_hook=wrt_hook,
+            position=self.position,
+            seed=self.seed if stochastic else None,
+            tokens=run.tokens,
+            str_tokens=tuple(run.str_tokens),
+            provenance=dataclasses.replace(
+                run.provenance, seed=self.seed if stochastic else None, extra=extra
+            ),
+        )
+        run.activations.clear()  # drop the graph
+        run.activations[_FREED] = torch.empty(0)
+        return result
+
+    def _point(
+        self, run: RunRecord, point: str, x: Tensor, chunk: int
+    ) -> tuple[Tensor, Tensor | None]:
+        h = run.activations[point]
+        batch, d_out = h.shape
+        if not h.requires_grad:
+            raise IncompatibleRunError(
+                f"{self.name} cannot use run {run.index}: {point} does not depend on "
+                f"{WRT[self.wrt]} through autograd (was it detached by a hook?)"
+            )
+        vjp = jac.graph_vjp(h, x)
+        generator = torch.Generator().manual_seed(_point_seed(self.seed, point))
+        if self.method == "exact" and self.norm == "fro":
+            norms = jac.frobenius_exact(vjp, batch=batch, d_out=d_out, like=h, chunk_size=chunk)
+            return norms.cpu(), None
+        if self.method == "hutchinson":
+            est = jac.hutchinson(
+                vjp,
+                batch=batch,
+                d_out=d_out,
+                like=h,
+                probes=self.probes,
+                generator=generator,
+                chunk_size=chunk,
+            )
+            return est.norm, est.norm_stderr
+        if self.method == "exact":
+            needed = batch * x.shape[1] * d_out * x.shape[2] * h.element_size()
+            if needed > MAX_BLOCKS_BYTES:
+                raise IncompatibleRunError(
+                    f"exact spectral norms would hold {needed / 1024**3:.1f} GiB of Jacobian "
+                    "blocks; use method='power' (power iteration) or fewer tokens"
+                )
+            blocks = jac.jacobian_blocks(vjp, batch=batch, d_out=d_out, like=h, chunk_size=chunk)
+            return jac.spectral_from_blocks(blocks).cpu(), None
+        try:
+            jvp = jac.graph_jvp(h, x)
+        except (RuntimeError, NotImplementedError) as exc:
+            raise IncompatibleRunError(
+                f"power iteration needs double backward through the model, which failed "
+                f"({exc}); use method='exact' or eager attention"
+            ) from exc
+        sigma = jac.spectral_power(
+            vjp,
+            jvp,
+            batch=batch,
+            pos=x.shape[1],
+            d_in=x.shape[2],
+            like=x,
+            generator=generator,
+            iterations=self.iterations,
+            tol=self.tol,
+            chunk_size=chunk,
+        )
+        return sigma.cpu(), None
+
+
+def _point_seed(seed: int, point: str) -> int:
+    """A seed per output point, so a layer's probes do not depend on the other layers."""
+    return (seed * 1_000_003 + zlib.crc32(point.encode())) % 2**63
+
+
+def auto_chunk(x: Tensor, memory_budget: int | None = None) -> int:
+    """VJPs per batched backward pass for this input, device and memory budget.
+
+    One VJP's backward holds, per batch row, about ``64·d_model`` values per position
+    (MLP and attention intermediates and their gradients) plus attention-score gradients
+    ``~4·n_heads·pos`` per position (``n_heads`` guessed as ``d_model/64``): calibrated on
+    SmolLM2-135M at 256 tokens (42 MB per VJP measured, 47 MB estimated).
+
+    Example:
+        >>> import torch
+        >>> auto_chunk(torch.zeros(1, 64, 576)), auto_chunk(torch.zeros(1, 4096, 576))
+        (64, 1)
+    """
+    device = x.device.type
+    batch, pos, d_model = x.shape
+    per_vjp = x.element_size() * batch * pos * (64 * d_model + pos * max(d_model // 16, 1))
+    if memory_budget is None:
+        if device == "cuda":
+            free, _ = torch.cuda.mem_get_info(x.device)
+            memory_budget = free // 2
+        else:
+            memory_budget = CPU_BUDGET
+    cap = MAX_CHUNK.get(device, MAX_CHUNK["cpu"])
+    return int(max(1, min(cap, memory_budget // max(per_vjp, 1))))
+
+
+# The functional form lives in its own module (it needs attach); re-exported here.
+from ._sensitivity_fn import sensitivity as sensitivity  # noqa: E402

@@ -1,0 +1,116 @@
+"""``sensitivity(model, prompt)``: one forward pass with a :class:`Sensitivity` attached."""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .._errors import IncompatibleRunError
+from ._sensitivity_result import SensitivityResult
+
+if TYPE_CHECKING:
+    from .._adapter import Prompt
+
+
+@contextmanager
+def _frozen_parameters(model: Any) -> Iterator[None]:
+    """Parameters stop requiring grad inside the block (restored after).
+
+    The graph then saves no activations for weight gradients, which this analysis never
+    needs: less memory, same numbers.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def sensitivity(
+    model: Any,
+    prompt: "Prompt",
+    *,
+    method: str = "exact",
+    probes: int = 32,
+    norm: str = "fro",
+    layers: str | Sequence[int | str] = "all",
+    wrt: str = "resid_pre0",
+    position: int = -1,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
+    iterations: int = 100,
+    tol: float = 1e-6,
+    prepend_bos: bool | None = None,
+) -> SensitivityResult:
+    """Jacobian sensitivity of each layer's last-token output to every input token.
+
+    One forward pass with gradients enabled inside :func:`attach` with a
+    :class:`Sensitivity` analyzer (see it for the arguments), then its result. The
+    model's weights do not record gradients during the pass (less memory); their
+    ``.grad`` and ``requires_grad`` are left as they were.
+
+    Args:
+        model: HookedTransformer or TransformerBridge.
+        prompt: A string, a list of strings (a padded batch) or token ids.
+        method: ``"exact"``, ``"hutchinson"`` or ``"power"``.
+        probes: Hutchinson probes.
+        norm: ``"fro"`` or ``"spectral"``.
+        layers: ``"all"``, ``"final"`` or block numbers / ``"final"``.
+        wrt: ``"resid_pre0"`` or ``"embed"``.
+        position: Output position (-1: last token).
+        seed: Seed of the probes / starting vectors.
+        chunk_size: VJPs per batched backward (None: from ``memory_budget``).
+        memory_budget: Bytes for the batched backward passes (None: per device).
+        iterations: Power-iteration steps at most.
+        tol: Power-iteration tolerance.
+        prepend_bos: Override the model's BOS default for string prompts.
+
+    Returns:
+        A :class:`SensitivityResult` with ``norms`` ``[batch, point, pos]``.
+
+    Raises:
+        IncompatibleRunError: Inside ``torch.inference_mode()``, or on a model whose
+            weights are inference tensors.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens.analyzers._sensitivity_fn import sensitivity
+        >>> model = osl.load_model("tiny-llama")
+        >>> result = sensitivity(model, "1 1 1 1", method="hutchinson", probes=8)
+        >>> result.norms.shape, result.points[-1]
+        (torch.Size([1, 3, 5]), 'ln_final.hook_normalized')
+    """
+    from .._adapter import ModelAdapter
+    from .._attach import attach
+    from ._sensitivity import Sensitivity  # imports this module: import it late
+
+    if torch.is_inference_mode_enabled():
+        raise IncompatibleRunError(
+            "sensitivity() needs gradients and cannot run inside torch.inference_mode(); "
+            "call it outside that block"
+        )
+    analyzer = Sensitivity(
+        method=method,
+        probes=probes,
+        norm=norm,
+        layers=layers,
+        wrt=wrt,
+        position=position,
+        seed=seed,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+        iterations=iterations,
+        tol=tol,
+    )
+    tokens = ModelAdapter(model).to_tokens(prompt, prepend_bos=prepend_bos)
+    with attach(model, analyzer) as rec, _frozen_parameters(model), torch.enable_grad():
+        model(tokens)
+        result = rec.result(analyzer)
+    if not isinstance(result, SensitivityResult):  # pragma: no cover - compute's type
+        raise TypeError(type(result).__name__)
+    return result
