@@ -13,7 +13,7 @@ from oversquash_lens.analyzers._sensitivity import Sensitivity
 from oversquash_lens.analyzers._sensitivity_fn import sensitivity
 from oversquash_lens.analyzers._sensitivity_result import SensitivityResult
 
-from .conftest import TINY_MODELS
+from .conftest import BACKENDS, TINY_MODELS
 from .helpers import assert_close, hook_registry, leftover_hooks
 
 # Acceptance bound of the issue: exact sensitivity equals torch's Jacobian to ≤ 1e-5
@@ -125,7 +125,7 @@ def test_float32_model(load, backend: str) -> None:
 
 def test_chunked_loop_and_blocks_agree(load) -> None:
     """Every batching of the same VJPs gives the same numbers."""
-    model = load("tiny-gpt2", "hooked", dtype=torch.float64)
+    model = load("tiny-gpt2", BACKENDS[0], dtype=torch.float64)
     tokens = two_rows(model)
     results = [
         sensitivity(model, tokens, layers="final", chunk_size=c).norms for c in (1, 5, 64, 200)
@@ -133,6 +133,11 @@ def test_chunked_loop_and_blocks_agree(load) -> None:
     for other in results[1:]:
         torch.testing.assert_close(other, results[0], rtol=FP64_RTOL, atol=0)
     assert results[2].shape == (2, 1, 6)
+    tight = sensitivity(model, tokens, layers="final", memory_budget=1)
+    roomy = sensitivity(model, tokens, layers="final")
+    assert tight.provenance.extra["chunk_size"] == 1  # the budget bounds the batching
+    assert roomy.provenance.extra["chunk_size"] == 32  # the CPU cap
+    torch.testing.assert_close(tight.norms, results[0], rtol=FP64_RTOL, atol=0)
 
 
 def test_output_position_and_causality(load, backend: str) -> None:
@@ -149,7 +154,7 @@ def test_output_position_and_causality(load, backend: str) -> None:
 
 
 def test_power_iteration_matches_matrix_norm(load) -> None:
-    model = load("tiny-attn-only", "hooked", dtype=torch.float64)
+    model = load("tiny-attn-only", BACKENDS[0], dtype=torch.float64)
     tokens = two_rows(model)
     blocks = reference_blocks(model, tokens, names.resid_pre(0), names.FINAL_NORM)
     truth = torch.linalg.matrix_norm(blocks, 2)
@@ -231,7 +236,7 @@ def test_hutchinson_is_unbiased_and_its_stderr_covers() -> None:
 
 
 def test_hutchinson_on_a_tiny_model_over_seeds(load) -> None:
-    model = load("tiny-llama", "hooked", dtype=torch.float64)
+    model = load("tiny-llama", BACKENDS[0], dtype=torch.float64)
     tokens = two_rows(model)
     analyzers = [
         Sensitivity(method="hutchinson", probes=32, seed=s, layers="final") for s in range(20)
@@ -268,7 +273,7 @@ def test_hutchinson_acceptance_on_smollm2(load) -> None:
     """Issue acceptance: k = 64 probes, n = 64 tokens, final norm output: median relative
     error ≤ 15% against exact, and ±1.96·stderr covers the exact norm ≥ 90% of the time
     over seeds. One forward pass serves the exact computation and every seed."""
-    model = load("smollm2-135m", "hooked")
+    model = load("smollm2-135m", BACKENDS[0])
     tokens = torch.randint(200, 5000, (1, 64), generator=torch.Generator().manual_seed(0))
     seeds = range(5)
     estimators = [
@@ -380,7 +385,7 @@ def test_refuses_inference_tensor_weights() -> None:
 
 
 def test_refuses_a_freed_graph(load) -> None:
-    model = load("tiny-gpt2", "hooked")
+    model = load("tiny-gpt2", BACKENDS[0])
     with osl.attach(model, Sensitivity()) as rec:
         logits = model(model.to_tokens("1 2"))
         logits[0, -1, 0].backward()  # frees the graph the analyzer kept
@@ -390,8 +395,21 @@ def test_refuses_a_freed_graph(load) -> None:
         p.grad = None
 
 
+def test_power_iteration_without_double_backward_is_refused(load, monkeypatch) -> None:
+    """Fused attention kernels (SDPA on CPU) have no double backward; power iteration then
+    says what to do instead of failing deep inside autograd."""
+    model = load("tiny-gpt2", BACKENDS[0])
+
+    def no_double_backward(output, inputs):
+        raise RuntimeError("derivative for aten::_scaled_dot_product_flash_attention_for_cpu")
+
+    monkeypatch.setattr(jac, "graph_jvp", no_double_backward)
+    with pytest.raises(osl.IncompatibleRunError, match="method='exact'"):
+        sensitivity(model, "1 2", method="power", norm="spectral", layers="final")
+
+
 def test_bad_arguments(load) -> None:
-    model = load("tiny-gpt2", "hooked")
+    model = load("tiny-gpt2", BACKENDS[0])
     for kwargs, match in [
         ({"method": "jacrev"}, "method"),
         ({"norm": "nuclear"}, "norm"),
@@ -401,6 +419,7 @@ def test_bad_arguments(load) -> None:
         ({"wrt": "resid_pre1"}, "wrt"),
         ({"layers": "last"}, "layers"),
         ({"chunk_size": 0}, "chunk_size"),
+        ({"memory_budget": 0}, "memory_budget"),
     ]:
         with pytest.raises(ValueError, match=match):
             Sensitivity(**kwargs)
@@ -414,7 +433,7 @@ def test_result_save_load_dataframe_plot(load, tmp_path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    model = load("tiny-llama", "hooked")
+    model = load("tiny-llama", BACKENDS[0])
     tokens = two_rows(model)
     for result in (
         sensitivity(model, tokens, layers=[0, "final"]),

@@ -34,10 +34,11 @@ _FREED = "__sensitivity_graph_freed__"  # marks a run whose graph compute() rele
 
 # Cotangents per batched backward pass (one vmapped backward, is_grads_batched): as many
 # as fit in the memory budget, at most MAX_CHUNK. On this project's 2-core CPU
-# (benchmarks/bench_sensitivity.py, SmolLM2-135M) time per VJP fell with the chunk up to
-# 32-64 and a loop of plain backward passes was ~2x slower; on a GPU larger batches keep
-# the device busy. CPU budget: 1 GiB; CUDA: half the free memory.
-MAX_CHUNK = {"cpu": 64, "cuda": 256}
+# (benchmarks/bench_sensitivity.py, SmolLM2-135M, y_n at 64 tokens) a chunk of 8..32 took
+# 107 s for the 576 VJPs, 64 took 116 s, a loop of plain backward passes 136 s. On a GPU
+# larger batches keep the device busy (not measured: this work had no GPU).
+# CPU budget: 1 GiB; CUDA: half the free memory.
+MAX_CHUNK = {"cpu": 32, "cuda": 256}
 CPU_BUDGET = 1024**3
 # Largest Jacobian stack [batch, pos, d_out, d_in] that exact spectral norms may build.
 MAX_BLOCKS_BYTES = 2 * 1024**3
@@ -72,7 +73,7 @@ class Sensitivity(Analyzer):
         position: Output position measured (-1: the last token).
         seed: Seed for Hutchinson probes and power-iteration starting vectors.
         chunk_size: VJPs per batched backward pass; None: as many as fit in
-            ``memory_budget``, at most 64 on CPU and 256 on CUDA.
+            ``memory_budget``, at most 32 on CPU and 256 on CUDA.
         memory_budget: Bytes the batched backward passes may use (a rough per-VJP
             estimate); None: 1 GiB on CPU, half the free memory on CUDA.
         iterations: Maximum power-iteration steps.
@@ -303,24 +304,25 @@ class Sensitivity(Analyzer):
             blocks = jac.jacobian_blocks(vjp, batch=batch, d_out=d_out, like=h, chunk_size=chunk)
             return jac.spectral_from_blocks(blocks).cpu(), None
         try:
-            jvp = jac.graph_jvp(h, x)
+            sigma = jac.spectral_power(
+                vjp,
+                jac.graph_jvp(h, x),
+                batch=batch,
+                pos=x.shape[1],
+                d_in=x.shape[2],
+                like=x,
+                generator=generator,
+                iterations=self.iterations,
+                tol=self.tol,
+                chunk_size=chunk,
+            )
         except (RuntimeError, NotImplementedError) as exc:
+            if "second time" in str(exc) or "already been freed" in str(exc):
+                raise
             raise IncompatibleRunError(
-                f"power iteration needs double backward through the model, which failed "
-                f"({exc}); use method='exact' or eager attention"
+                "power iteration needs double backward through the model, which failed "
+                f"({exc}); use method='exact' (SVD of the exact blocks) or eager attention"
             ) from exc
-        sigma = jac.spectral_power(
-            vjp,
-            jvp,
-            batch=batch,
-            pos=x.shape[1],
-            d_in=x.shape[2],
-            like=x,
-            generator=generator,
-            iterations=self.iterations,
-            tol=self.tol,
-            chunk_size=chunk,
-        )
         return sigma.cpu(), None
 
 
@@ -340,7 +342,7 @@ def auto_chunk(x: Tensor, memory_budget: int | None = None) -> int:
     Example:
         >>> import torch
         >>> auto_chunk(torch.zeros(1, 64, 576)), auto_chunk(torch.zeros(1, 4096, 576))
-        (64, 1)
+        (32, 1)
     """
     device = x.device.type
     batch, pos, d_model = x.shape
