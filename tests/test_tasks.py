@@ -372,9 +372,12 @@ def test_long_range_merges_are_caught_by_the_whole_string_check() -> None:
         )
 
 
-def test_fake_tokenizer_end_to_end() -> None:
-    model = osl.load_model("tiny-gpt2")  # private copy: its tokenizer is replaced
-    model.tokenizer = GreedyTokenizer(["1", "1111", "x"])
+def test_fake_tokenizer_end_to_end(monkeypatch) -> None:
+    model = osl.load_model("tiny-gpt2")  # private copy
+    fake = GreedyTokenizer(["1", "1111", "x"])
+    # TL 4's bridge refuses non-Hugging-Face tokenizers in its setter: swap the one the
+    # families read (through ModelAdapter) instead of the model's attribute.
+    monkeypatch.setattr(osl.ModelAdapter, "tokenizer", property(lambda self: fake))
     fam = tasks.ones(prefix="x")
     assert fam.pair(model, 2).a.tolist() == [0, 3, 1, 1]
     with pytest.raises(TokenizationError, match="A_5 built from pieces differs"):
