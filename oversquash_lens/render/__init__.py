@@ -1,0 +1,46 @@
+"""Offline HTML views (circuitsvis, bundle inlined) and one matplotlib figure style.
+
+Every view is a :class:`Rendered`: ``_repr_html_`` for notebooks, ``save_html(path)``
+for a complete page that works without a network, ``fragment(ids)`` to compose pages
+with :func:`page` (the bundle inlined once).
+
+Example:
+    >>> from oversquash_lens import render
+    >>> view = render.colored_tokens(["<bos>", "1"], [0.2, 1.0])
+    >>> len(view.fragment("v")) < 400
+    True
+"""
+
+from ._components import attention_heads as attention_heads
+from ._components import collapse_pair as collapse_pair
+from ._components import colored_tokens as colored_tokens
+from ._components import colored_tokens_multi as colored_tokens_multi
+from ._components import flow_tokens as flow_tokens
+from ._page import Component as Component
+from ._page import Html as Html
+from ._page import Rendered as Rendered
+from ._page import bundle as bundle
+from ._page import element_ids as element_ids
+from ._page import page as page
+from ._style import log_axes as log_axes
+from ._style import precision_lines as precision_lines
+from ._style import save_figure as save_figure
+from ._style import style as style
+
+__all__ = [
+    "Component",
+    "Html",
+    "Rendered",
+    "attention_heads",
+    "bundle",
+    "collapse_pair",
+    "colored_tokens",
+    "colored_tokens_multi",
+    "element_ids",
+    "flow_tokens",
+    "log_axes",
+    "page",
+    "precision_lines",
+    "save_figure",
+    "style",
+]

@@ -1,0 +1,465 @@
+"""Thin wrappers: results (or a model and a prompt) → circuitsvis props → :class:`Rendered`.
+
+No computation beyond choosing, cropping and rounding what is shown; the one function
+that runs a model (:func:`attention_heads` given a model) records the patterns through
+``capture.record`` and the paths through ``attention_paths``.
+"""
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import _hooknames as names
+from .._errors import IncompatibleRunError
+from ..analyzers._collapse_math import METRICS
+from ..analyzers._collapse_probe import PairComparison
+from ..analyzers._collapse_result import CollapseResult
+from ..analyzers._flow import FlowResult
+from ..analyzers._path_result import PathResult
+from ..analyzers._sensitivity_result import SensitivityResult
+from ._page import Component, Html, Part, Rendered, html_tokens, rounded
+
+DEFAULT_MAX_TOKENS = 48
+
+
+def _as_float_tensor(values: Any, what: str) -> Tensor:
+    tensor = torch.as_tensor(values).detach().to("cpu", torch.float64)
+    if not torch.is_floating_point(tensor):
+        raise TypeError(f"{what} must be numbers, got {tensor.dtype}")
+    return tensor
+
+
+def _check_tokens(tokens: Sequence[str], n: int, what: str) -> list[str]:
+    strings = [str(t) for t in tokens]
+    if len(strings) != n:
+        raise ValueError(f"{what}: {len(strings)} tokens for {n} values; give one value per token")
+    return strings
+
+
+# ---------------------------------------------------------------------- basic views
+def colored_tokens(
+    tokens: Sequence[str],
+    values: Any,
+    *,
+    title: str | None = None,
+    caption: str = "",
+    min_value: float | None = None,
+    max_value: float | None = None,
+) -> Rendered:
+    """Tokens coloured by one value each (circuitsvis ``ColoredTokens``).
+
+    Args:
+        tokens: Token strings, shown as text (``"<bos>"`` reads "<bos>").
+        values: ``[n_tokens]`` numbers (a tensor, array or list), rounded to 4
+            significant digits.
+        title: Heading (default "Tokens").
+        caption: A line of text under the heading.
+        min_value: Value drawn with the full negative colour (default: the minimum).
+        max_value: Value drawn with the full positive colour (default: the maximum).
+
+    Returns:
+        A :class:`Rendered` view.
+
+    Example:
+        >>> from oversquash_lens import render
+        >>> view = render.colored_tokens(["<bos>", "1", " 1"], [0.0, 0.5, 1.0], title="demo")
+        >>> view.parts[0].props["tokens"]
+        ['&lt;bos&gt;', '1', ' 1']
+    """
+    vector = _as_float_tensor(values, "values")
+    if vector.ndim != 1:
+        raise ValueError(f"values must be 1-D [n_tokens], got shape {tuple(vector.shape)}")
+    strings = _check_tokens(tokens, vector.shape[0], "colored_tokens")
+    props: dict[str, Any] = {"tokens": html_tokens(strings), "values": rounded(vector)}
+    if min_value is not None:
+        props["minValue"] = float(min_value)
+    if max_value is not None:
+        props["maxValue"] = float(max_value)
+    return Rendered(title or "Tokens", [Component("ColoredTokens", props)], caption)
+
+
+def colored_tokens_multi(
+    tokens: Sequence[str],
+    values: Any,
+    row_names: Sequence[str],
+    *,
+    title: str | None = None,
+    caption: str = "",
+) -> Rendered:
+    """Tokens coloured by one of several rows of values, chosen in the page.
+
+    circuitsvis ``ColoredTokensMulti``: a selector lists the rows (e.g. one per layer);
+    each row is coloured on its own scale (0 to the row's maximum), and hovering a token
+    shows all its rows. (The hover box prints token text as-is, so escaped characters
+    such as ``<`` appear there as ``&lt;``; the tokens themselves read correctly.)
+
+    Args:
+        tokens: Token strings.
+        values: ``[n_tokens, n_rows]`` numbers.
+        row_names: One label per row.
+        title: Heading (default "Tokens").
+        caption: A line of text under the heading.
+
+    Returns:
+        A :class:`Rendered` view.
+
+    Example:
+        >>> from oversquash_lens import render
+        >>> view = render.colored_tokens_multi(["a", "b"], [[1, 2], [3, 4]], ["L0", "L1"])
+        >>> view.parts[0].props["labels"]
+        ['L0', 'L1']
+    """
+    table = _as_float_tensor(values, "values")
+    if table.ndim != 2:
+        raise ValueError(f"values must be 2-D [n_tokens, n_rows], got shape {tuple(table.shape)}")
+    strings = _check_tokens(tokens, table.shape[0], "colored_tokens_multi")
+    labels = [str(r) for r in row_names]
+    if len(labels) != table.shape[1]:
+        raise ValueError(
+            f"{len(labels)} row names for {table.shape[1]} rows: values are [n_tokens, n_rows]"
+        )
+    props = {"tokens": html_tokens(strings), "values": rounded(table), "labels": labels}
+    return Rendered(title or "Tokens", [Component("ColoredTokensMulti", props)], caption)
+
+
+# ---------------------------------------------------------------------- flow
+def _point_label(hook: str) -> str:
+    if hook == names.FINAL_NORM:
+        return "y_n (final norm)"
+    parts = hook.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post":
+        return f"v({int(parts[1]) + 1}) after block {parts[1]}"
+    return hook
+
+
+def _str_tokens(strings: Sequence[str], n: int) -> list[str]:
+    """The result's token strings, or positions when it has none."""
+    return [str(s) for s in strings] if len(strings) == n else [f"[{i}]" for i in range(n)]
+
+
+def flow_tokens(
+    result: FlowResult | SensitivityResult | PathResult,
+    *,
+    kind: str = "sensitivity",
+    batch: int = 0,
+    title: str | None = None,
+) -> Rendered:
+    """Per-token sensitivity or path weight, one selectable row per layer.
+
+    Stepping through the rows shows information about early tokens fading layer by layer.
+
+    Args:
+        result: A :class:`~oversquash_lens.FlowResult` (either kind), a
+            :class:`~oversquash_lens.SensitivityResult` (``"sensitivity"``) or a
+            :class:`~oversquash_lens.PathResult` (``"paths"``).
+        kind: ``"sensitivity"`` (‖∂h/∂x_i‖ of each output point) or ``"paths"`` (path
+            weight to the last token after each layer).
+        batch: Batch row.
+        title: Heading.
+
+    Returns:
+        A :class:`Rendered` view (``ColoredTokensMulti``).
+
+    Raises:
+        ValueError: For a kind the result does not hold.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens import render
+        >>> paths = osl.attention_paths(osl.load_model("tiny-gpt2"), "1 1 1", method="rollout")
+        >>> render.flow_tokens(paths, kind="paths").parts[0].props["labels"]
+        ['layer 0', 'layer 1']
+    """
+    if kind not in ("sensitivity", "paths"):
+        raise ValueError(f"kind must be 'sensitivity' or 'paths', got {kind!r}")
+    if isinstance(result, FlowResult):
+        values = (result.sensitivity if kind == "sensitivity" else result.paths)[batch]
+        labels = [_point_label(p) for p in result.points]
+        if kind == "paths":
+            labels = [
+                f"layer {layer} (for {label})"
+                for layer, label in zip(result.path_layers, labels, strict=True)
+            ]
+        strings, model = result.str_tokens, result.provenance.model_name
+        how = result.sensitivity_method if kind == "sensitivity" else result.path_method
+    elif isinstance(result, SensitivityResult):
+        if kind != "sensitivity":
+            raise ValueError("a SensitivityResult holds sensitivities: use kind='sensitivity'")
+        values, labels = result.norms[batch], [_point_label(p) for p in result.points]
+        strings, model, how = result.str_tokens, result.provenance.model_name, result.method
+    elif isinstance(result, PathResult):
+        if kind != "paths":
+            raise ValueError("a PathResult holds path weights: use kind='paths'")
+        values = result.weights[batch]
+        labels = [f"layer {layer}" for layer in range(result.n_layers)]
+        strings, model, how = result.str_tokens, result.provenance.model_name, result.method
+    else:
+        raise TypeError(
+            "flow_tokens takes a FlowResult, SensitivityResult or PathResult, got "
+            f"{type(result).__name__}"
+        )
+    n = int(values.shape[-1])
+    tokens = _str_tokens(strings if batch == 0 else (), n)
+    what = "sensitivity ‖∂h/∂x_i‖" if kind == "sensitivity" else "path weight to the last token"
+    caption = (
+        f"{model}: {what} ({how}), one row per output point; each row coloured from 0 to "
+        "its own maximum. Hover a token for every row's value."
+    )
+    return colored_tokens_multi(
+        tokens, values.T, labels, title=title or f"Per-token {kind}", caption=caption
+    )
+
+
+# ---------------------------------------------------------------------- collapse
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> Html:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return Html(
+        f'<table class="osl-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    )
+
+
+def _number(value: float) -> str:
+    return "nan" if value != value else f"{value:.4g}"
+
+
+def collapse_pair(
+    result: CollapseResult | PairComparison,
+    k: int | None = None,
+    *,
+    precision: str | None = None,
+    metric: str = "linf",
+    tokens: tuple[Sequence[str], Sequence[str]] | None = None,
+    title: str | None = None,
+) -> Rendered:
+    """The two sequences of a pair and how far apart their last tokens are, per point.
+
+    Args:
+        result: A :class:`~oversquash_lens.CollapseResult` (then ``k`` picks the length)
+            or a single :class:`~oversquash_lens.PairComparison`.
+        k: The family's length k (a CollapseResult only).
+        precision: Precision label (default: the result's first).
+        metric: ``"l1"``, ``"l2"``, ``"linf"`` or ``"cosine"``.
+        tokens: The token strings of A_k and B_k, shown with the positions where they
+            differ highlighted (e.g. ``adapter.to_str_tokens(pair.a)``); omitted if None.
+        title: Heading.
+
+    Returns:
+        A :class:`Rendered` view: the two sequences (``ColoredTokens``) and a table of the
+        distance at every point v(0)..v(L), y_n and logits.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens import render, tasks
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> result = osl.collapse(model, tasks.ones(), [2, 4], ["float32"])
+        >>> render.collapse_pair(result, 4).title
+        'repeated_last: k = 4, float32'
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    j = METRICS.index(metric)
+    if isinstance(result, CollapseResult):
+        if k is None or k not in result.lengths:
+            raise ValueError(f"give k, one of the measured lengths {list(result.lengths)}")
+        p = result.precision_index(precision if precision is not None else result.precisions[0])
+        i = result.lengths.index(k)
+        distances, noise = result.distances[p, i, :, j], result.noise[p, i, :, j]
+        equal, ratio = result.bitwise_equal[p, i], result.eps_ratio[p, i]
+        argmax = (int(result.argmax_a[p, i]), int(result.argmax_b[p, i]))
+        points, fmt = result.points, result.formats[p]
+        heading = f"{result.family}: k = {k}, {result.precisions[p]}"
+    elif isinstance(result, PairComparison):
+        distances, noise = result.distances[:, j], None
+        equal, ratio = result.bitwise_equal, result.eps_ratio
+        argmax, points, fmt = (result.argmax_a, result.argmax_b), result.points, result.format
+        heading = f"pair comparison, {fmt}"
+    else:
+        raise TypeError(
+            f"collapse_pair takes a CollapseResult or PairComparison, got {type(result).__name__}"
+        )
+    parts: list[Part] = []
+    if tokens is not None:
+        a, b = [str(t) for t in tokens[0]], [str(t) for t in tokens[1]]
+        for label, mine, other in (("A", a, b), ("B", b, a)):
+            differs = [float(i >= len(other) or t != other[i]) for i, t in enumerate(mine)]
+            parts.append(
+                Html(
+                    f"<p><b>{label}</b> ({len(mine)} tokens; highlighted: differs from "
+                    "the other)</p>"
+                )
+            )
+            parts.append(
+                Component(
+                    "ColoredTokens",
+                    {
+                        "tokens": html_tokens(mine),
+                        "values": differs,
+                        "minValue": 0.0,
+                        "maxValue": 1.0,
+                    },
+                )
+            )
+    header = ["point", f"{metric} distance", f"bitwise equal in {fmt}", f"{metric} / ε({fmt})"]
+    if noise is not None:
+        header.insert(2, "noise floor")
+    rows = []
+    for index, point in enumerate(points):
+        row = [_short(point), _number(float(distances[index]))]
+        if noise is not None:
+            row.append(_number(float(noise[index])))
+        row += ["yes" if bool(equal[index]) else "no", _number(float(ratio[index]))]
+        rows.append(row)
+    parts.append(_table(header, rows))
+    caption = (
+        f"Distance between the last-token representations of A and B at each point; next "
+        f"token argmax A/B: {argmax[0]}/{argmax[1]} (-1: logits not kept)."
+    )
+    return Rendered(title or heading, parts, caption)
+
+
+def _short(point: str) -> str:
+    if point == names.FINAL_NORM:
+        return "y_n"
+    parts = point.split(".")
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
+        layer = int(parts[1])
+        return f"v({layer})" if parts[2] == "hook_resid_pre" else f"v({layer + 1})"
+    return point
+
+
+# ---------------------------------------------------------------------- attention
+def _default_layers(n_layers: int) -> list[int]:
+    count = min(4, n_layers)
+    return sorted({round(i * (n_layers - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def attention_heads(
+    model_or_result: Any,
+    prompt: Any = None,
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    paths: bool = True,
+    path_method: str = "rollout",
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    prepend_bos: bool | None = None,
+    title: str | None = None,
+) -> Rendered:
+    """Attention patterns of chosen layers and heads, with path weights to the last token.
+
+    Given a model and a prompt: one circuitsvis ``AttentionHeads`` per chosen layer (the
+    patterns of the last ``max_tokens`` positions, queries and keys) and, beneath, the
+    path weights from :func:`~oversquash_lens.attention_paths` as coloured tokens, one
+    row per layer. Given a :class:`~oversquash_lens.PathResult`: the path weights only.
+
+    Args:
+        model_or_result: HookedTransformer / TransformerBridge, or a PathResult.
+        prompt: Text or token ids ``[pos]`` / ``[1, pos]`` (with a model).
+        layers: Layers to show (default: up to 4, evenly spaced, first and last included).
+        heads: Heads to show (default: all).
+        paths: Show the path weights beneath.
+        path_method: ``"rollout"`` (rows sum to 1), ``"bound"`` or ``"context"``.
+        max_tokens: Show at most this many positions (the last ones).
+        prepend_bos: Override the model's BOS default for text prompts.
+        title: Heading.
+
+    Returns:
+        A :class:`Rendered` view.
+
+    Raises:
+        ValueError: For a batch of prompts, or layers/heads the model does not have.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens import render
+        >>> view = render.attention_heads(osl.load_model("tiny-gpt2"), "1 1 1", layers=[1])
+        >>> [part.name for part in view.parts if hasattr(part, "name")]
+        ['AttentionHeads', 'ColoredTokensMulti']
+    """
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    if isinstance(model_or_result, PathResult):
+        if prompt is not None:
+            raise ValueError("a PathResult already holds its tokens: do not pass a prompt")
+        return _paths_only(model_or_result, max_tokens, title)
+    if prompt is None:
+        raise ValueError("give a prompt (text or token ids) to render a model's attention")
+    from .._adapter import ModelAdapter
+    from ..analyzers._paths import attention_paths
+    from ..capture import record
+
+    adapter = ModelAdapter(model_or_result)
+    tokens = adapter.to_tokens(prompt, prepend_bos=prepend_bos)
+    if tokens.shape[0] != 1:
+        raise ValueError(f"attention_heads shows one prompt; got a batch of {tokens.shape[0]}")
+    chosen = list(layers) if layers is not None else _default_layers(adapter.n_layers)
+    wanted_heads = list(heads) if heads is not None else list(range(adapter.n_heads))
+    for layer in chosen:
+        if not 0 <= layer < adapter.n_layers:
+            raise ValueError(f"layer {layer} is out of range: the model has {adapter.n_layers}")
+    for head in wanted_heads:
+        if not 0 <= head < adapter.n_heads:
+            raise ValueError(f"head {head} is out of range: the model has {adapter.n_heads}")
+    n = int(tokens.shape[1])
+    shown = min(n, max_tokens)
+    hooks = [names.pattern(layer) for layer in chosen]
+
+    def crop(_: str, pattern: Tensor) -> Tensor:
+        return pattern[0, wanted_heads, -shown:, -shown:]
+
+    with adapter.eager_attention(), torch.no_grad():
+        adapter.require_hooks(hooks)
+        with record(model_or_result, hooks, select=crop) as acts:
+            model_or_result(tokens, return_type=None)
+    missing = [h for h in hooks if h not in acts]
+    if missing:
+        raise IncompatibleRunError(
+            f"attention patterns {missing} did not fire on {adapter.info.name}; load the model "
+            "with attn_implementation='eager'"
+        )
+    strings = adapter.to_str_tokens(tokens[0])[-shown:]
+    parts: list[Part] = []
+    for layer, hook in zip(chosen, hooks, strict=True):
+        pattern = acts[hook]
+        parts.append(Html(f"<h4>Layer {layer}</h4>"))
+        parts.append(
+            Component(
+                "AttentionHeads",
+                {
+                    "attention": rounded(pattern),
+                    "tokens": strings,  # drawn on a canvas as text: not escaped
+                    "attentionHeadNames": [f"L{layer}H{h}" for h in wanted_heads],
+                    "minValue": 0.0,
+                    "maxValue": 1.0,
+                },
+            )
+        )
+    if paths:
+        result = attention_paths(model_or_result, tokens, method=path_method)
+        parts += _paths_only(result, max_tokens, None).parts
+    crop_note = f"; showing the last {shown} of {n} tokens" if shown < n else ""
+    caption = f"{adapter.info.name}: attention patterns (query × key){crop_note}."
+    return Rendered(title or "Attention heads", parts, caption)
+
+
+def _paths_only(result: PathResult, max_tokens: int, title: str | None) -> Rendered:
+    n = result.n_positions
+    shown = min(n, max_tokens)
+    tokens = _str_tokens(result.str_tokens, n)[-shown:]
+    values = result.weights[0, :, -shown:].T
+    labels = [f"layer {layer}" for layer in range(result.n_layers)]
+    crop_note = f" (last {shown} of {n} tokens)" if shown < n else ""
+    view = colored_tokens_multi(
+        tokens, values, labels, title=title or "Attention paths to the last token"
+    )
+    note = Html(
+        f"<p>{html.escape(result.method)} path weight from each token to the last one after "
+        f"each layer{html.escape(crop_note)}; pick a layer to see the weights fade.</p>"
+    )
+    return Rendered(view.title, [note, *view.parts], view.caption)

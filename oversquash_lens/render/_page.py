@@ -1,0 +1,309 @@
+"""Offline HTML: the circuitsvis bundle inlined once, then one ``<div>`` + call per view.
+
+circuitsvis's own ``str(rendered)`` / ``_repr_html_`` import the bundle from a CDN (and
+probe the internet first), so an offline page stays blank. Here the bundle shipped in
+the circuitsvis wheel (``circuitsvis/dist/cdn/iife.js``) is read from disk and put in a
+plain ``<script>``; each view is ``CircuitsVis.render(id, CircuitsVis.<Component>,
+props)`` with its props as script-safe JSON. Nothing here imports circuitsvis's Python
+code or touches the network.
+"""
+
+import functools
+import html
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import BackendUnavailableError
+from ..results import atomic_write_bytes
+
+# What JSON inside <script> must not contain literally: "</script>" or "<!--" would end
+# or confuse the script element; U+2028/9 are line breaks in old JavaScript parsers.
+_SCRIPT_UNSAFE = {ch: f"\\u{ord(ch):04x}" for ch in "<>&\u2028\u2029"}
+_ID_OK = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+SIGNIFICANT_DIGITS = 4
+_counter = itertools.count()
+
+
+# ---------------------------------------------------------------------- the bundle
+@functools.cache
+def bundle_path() -> Path:
+    """Where the installed circuitsvis wheel keeps its JavaScript bundle.
+
+    Found with ``importlib.util.find_spec`` (circuitsvis's Python code is not imported).
+
+    Raises:
+        BackendUnavailableError: If circuitsvis or its bundle is not installed.
+
+    Example:
+        >>> bundle_path().name
+        'iife.js'
+    """
+    spec = importlib.util.find_spec("circuitsvis")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        path = Path(root) / "dist" / "cdn" / "iife.js"
+        if path.is_file():
+            return path
+    raise BackendUnavailableError(
+        "the circuitsvis JavaScript bundle (circuitsvis/dist/cdn/iife.js) was not found: "
+        "install circuitsvis (pip install circuitsvis) to render HTML views"
+    )
+
+
+@functools.cache
+def bundle() -> str:
+    """The circuitsvis bundle, made safe to inline in a ``<script>`` element.
+
+    The only change: ``</script`` inside the bundle's strings gets a backslash before
+    the slash (the same JavaScript string), so the HTML parser does not end the element
+    early.
+
+    Example:
+        >>> bundle().startswith('"use strict";var CircuitsVis=')
+        True
+    """
+    text = bundle_path().read_text(encoding="utf-8")
+    text = re.sub(r"</(script)", r"<\\/\1", text, flags=re.IGNORECASE)
+    return text.replace("<!--", "<\\!--")
+
+
+def circuitsvis_version() -> str:
+    """Version of the installed circuitsvis distribution ("unknown" if it has no metadata)."""
+    try:
+        return importlib.metadata.version("circuitsvis")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ---------------------------------------------------------------------- data
+def script_json(value: Any) -> str:
+    """Compact JSON that is safe inside ``<script>``: ``<``, ``>``, ``&``, U+2028/9 escaped.
+
+    Raises:
+        ValueError: For NaN or infinite numbers (use :func:`rounded`, which maps them to
+            null).
+
+    Example:
+        >>> "<" in script_json({"tokens": ["</script>"]})
+        False
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return "".join(_SCRIPT_UNSAFE.get(ch, ch) for ch in text)
+
+
+def rounded(values: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
+    """Nested lists of floats rounded to ``digits`` significant digits (NaN/inf → None).
+
+    Args:
+        values: A tensor, array, number or nested lists of numbers.
+        digits: Significant digits kept.
+
+    Example:
+        >>> rounded([0.123456, 12345.6, float("nan")])
+        [0.1235, 12350.0, None]
+    """
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if isinstance(values, list | tuple):
+        return [rounded(v, digits) for v in values]
+    number = float(values)
+    if not math.isfinite(number):
+        return None
+    return float(f"{number:.{digits}g}")
+
+
+def html_tokens(tokens: Sequence[str]) -> list[str]:
+    """Token strings escaped for components that insert them as HTML.
+
+    circuitsvis's ColoredTokens(-Multi) and AttentionPatterns put each token into the page
+    with ``innerHTML`` (after turning whitespace into ``&nbsp;``), so ``"<bos>"`` would
+    vanish as an unknown tag; escaped, it reads "<bos>" on the page.
+
+    Example:
+        >>> html_tokens(["<bos>", " a<b", "&"])
+        ['&lt;bos&gt;', ' a&lt;b', '&amp;']
+    """
+    return [html.escape(str(t), quote=False) for t in tokens]
+
+
+# ---------------------------------------------------------------------- views
+@dataclass(frozen=True)
+class Component:
+    """One circuitsvis component call: ``CircuitsVis.<name>`` with ``props``."""
+
+    name: str
+    props: dict[str, Any]
+    height: str | None = None
+
+
+@dataclass(frozen=True)
+class Html:
+    """A fragment of HTML that is already safe (escaped by whoever built it)."""
+
+    text: str
+
+
+Part = Component | Html
+
+
+def element_ids(prefix: str) -> Iterator[str]:
+    """Deterministic element ids ``prefix-0``, ``prefix-1``, ...
+
+    Example:
+        >>> ids = element_ids("v")
+        >>> next(ids), next(ids)
+        ('v-0', 'v-1')
+    """
+    if not _ID_OK.match(prefix):
+        raise ValueError(
+            f"id prefix {prefix!r} must start with a letter and hold only letters, digits, "
+            "'-' and '_' (it is used in a CSS selector)"
+        )
+    return (f"{prefix}-{n}" for n in itertools.count())
+
+
+IdSpec = str | Iterator[str] | None
+
+
+@dataclass
+class Rendered:
+    """A view made of circuitsvis components and small HTML pieces, rendered offline.
+
+    Attributes:
+        title: Heading of the view.
+        parts: What the view shows, in order.
+        caption: A line of plain text under the title (escaped when rendered).
+    """
+
+    title: str
+    parts: list[Part] = field(default_factory=list)
+    caption: str = ""
+
+    def fragment(self, ids: IdSpec = None) -> str:
+        """The view's HTML body fragment, WITHOUT the bundle (for composing pages).
+
+        Args:
+            ids: Element ids: a prefix (``"v"`` gives ``v-0``, ``v-1``...), an iterator of
+                ids (share one across the views of a page so ids stay unique), or None for
+                ids from a process-wide counter (``osl-N``).
+
+        Returns:
+            HTML that needs the bundle loaded before it (see :func:`page`).
+        """
+        source = _id_source(ids)
+        out = ['<section class="osl-view">', f"<h3>{html.escape(self.title)}</h3>"]
+        if self.caption:
+            out.append(f'<p class="osl-caption">{html.escape(self.caption)}</p>')
+        for part in self.parts:
+            if isinstance(part, Html):
+                out.append(part.text)
+                continue
+            element = next(source)
+            style = f' style="min-height:{html.escape(part.height)}"' if part.height else ""
+            out.append(f'<div id="{element}" class="osl-cv"{style}></div>')
+            out.append(
+                f'<script>CircuitsVis.render("{element}", CircuitsVis.{part.name}, '
+                f"{script_json(part.props)});</script>"
+            )
+        out.append("</section>")
+        return "\n".join(out)
+
+    def _repr_html_(self) -> str:
+        """Self-contained snippet for Jupyter / VS Code: the bundle inlined, then the view."""
+        return f"<div>\n<script>{bundle()}</script>\n{self.fragment()}\n</div>"
+
+    def html(self) -> str:
+        """A complete offline HTML page with this view alone (ids ``osl-0``...)."""
+        return page([self], title=self.title)
+
+    def save_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`html` to ``path`` (``.html`` appended if missing), atomically.
+
+        Returns:
+            The path written.
+        """
+        target = Path(path)
+        if target.suffix.lower() not in (".html", ".htm"):
+            target = target.with_name(target.name + ".html")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, self.html().encode("utf-8"))
+        return target
+
+    def __repr__(self) -> str:
+        names = [p.name for p in self.parts if isinstance(p, Component)]
+        return f"Rendered(title={self.title!r}, components={names})"
+
+
+def _id_source(ids: IdSpec) -> Iterator[str]:
+    if ids is None:
+        return (f"osl-{next(_counter)}" for _ in itertools.count())
+    if isinstance(ids, str):
+        return element_ids(ids)
+    return ids
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto;
+       max-width: 1100px; padding: 0 1em; color: #222; }
+section.osl-view { margin: 1.5em 0 2.5em; }
+section.osl-view h3 { margin-bottom: 0.3em; }
+p.osl-caption { color: #555; margin-top: 0; font-size: 0.92em; }
+table.osl-table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
+table.osl-table td, table.osl-table th { border: 1px solid #ddd; padding: 2px 8px;
+       text-align: right; font-variant-numeric: tabular-nums; }
+table.osl-table th { background: #f4f4f4; }
+.osl-cv { margin: 0.4em 0; }
+""".strip()
+
+
+def page(views: Sequence["Rendered | str"], *, title: str) -> str:
+    """One complete offline HTML page: the bundle inlined once, then every view.
+
+    Element ids are ``osl-0``, ``osl-1``... in page order, so the same views give the
+    same page.
+
+    Args:
+        views: :class:`Rendered` views, or strings that are already-safe HTML fragments
+            (``<h2>``, ``<img>``, paragraphs) placed as they are.
+        title: The page title (escaped).
+
+    Returns:
+        The HTML text.
+
+    Example:
+        >>> from oversquash_lens import render
+        >>> view = render.colored_tokens(["<bos>", "1"], [0.5, 1.0])
+        >>> text = render.page([view, "<p>done</p>"], title="demo")
+        >>> text.count("CircuitsVis.render("), text.count("<p>done</p>")
+        (1, 1)
+    """
+    ids = element_ids("osl")
+    body = [v if isinstance(v, str) else v.fragment(ids) for v in views]
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title>",
+            f"<style>\n{_CSS}\n</style>",
+            f"<!-- circuitsvis {html.escape(circuitsvis_version())} bundle, inlined -->",
+            f"<script>{bundle()}</script>",
+            "</head>",
+            "<body>",
+            f"<h1>{html.escape(title)}</h1>",
+            *body,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
