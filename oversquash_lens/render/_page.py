@@ -101,7 +101,10 @@ def script_json(value: Any) -> str:
 
 
 def rounded(values: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
-    """Nested lists of floats rounded to ``digits`` significant digits (NaN/inf → None).
+    """Nested lists of numbers rounded to ``digits`` significant digits (NaN/inf → None).
+
+    Whole numbers become ints, so JSON spells them ``0`` / ``1`` (patterns are mostly
+    zeros above the diagonal).
 
     Args:
         values: A tensor, array, number or nested lists of numbers.
@@ -109,7 +112,7 @@ def rounded(values: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
 
     Example:
         >>> rounded([0.123456, 12345.6, float("nan")])
-        [0.1235, 12350.0, None]
+        [0.1235, 12350, None]
     """
     if hasattr(values, "tolist"):
         values = values.tolist()
@@ -118,7 +121,8 @@ def rounded(values: Any, digits: int = SIGNIFICANT_DIGITS) -> Any:
     number = float(values)
     if not math.isfinite(number):
         return None
-    return float(f"{number:.{digits}g}")
+    value = float(f"{number:.{digits}g}")
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value  # "0", not "0.0"
 
 
 def html_tokens(tokens: Sequence[str]) -> list[str]:
