@@ -36,6 +36,14 @@ Example:
 from .._errors import TokenizationError as TokenizationError
 from ._base import SequenceFamily as SequenceFamily
 from ._base import SequencePair as SequencePair
+from ._catalog import TASKS as TASKS
+from ._catalog import copy_first as copy_first
+from ._catalog import copy_last as copy_last
+from ._catalog import count_bernoulli as count_bernoulli
+from ._catalog import count_ones as count_ones
+from ._catalog import count_word as count_word
+from ._catalog import interleaved as interleaved
+from ._catalog import sum_ones as sum_ones
 from ._custom import PairFamily as PairFamily
 from ._custom import pair as pair
 from ._families import FixedFinal as FixedFinal
@@ -45,11 +53,20 @@ from ._families import fixed_final as fixed_final
 from ._families import ones as ones
 from ._families import repeated_last as repeated_last
 from ._families import separated as separated
+from ._kinds import TASK_NAMES as TASK_NAMES
+from ._kinds import WORDS as WORDS
 from ._layout import Layout as Layout
+from ._parse import parse_answer as parse_answer
 from ._prompts import ANSWER_FORMAT as ANSWER_FORMAT
+from ._prompts import COPY_FIRST as COPY_FIRST
 from ._prompts import COPY_NUMBER as COPY_NUMBER
+from ._prompts import COT_FEW_SHOT_LEAD as COT_FEW_SHOT_LEAD
+from ._prompts import COT_FEW_SHOT_TASK as COT_FEW_SHOT_TASK
+from ._prompts import COT_ZERO_SHOT as COT_ZERO_SHOT
 from ._prompts import COUNT_ONES as COUNT_ONES
 from ._prompts import COUNT_ONES_INSTRUCTION as COUNT_ONES_INSTRUCTION
+from ._prompts import COUNT_WORD as COUNT_WORD
+from ._prompts import HINT_LEAD as HINT_LEAD
 from ._prompts import LAST_DIGIT as LAST_DIGIT
 from ._prompts import LAST_DIGIT_HINT as LAST_DIGIT_HINT
 from ._prompts import PERFORM_SUM as PERFORM_SUM
@@ -57,14 +74,23 @@ from ._prompts import PROMPTS as PROMPTS
 from ._prompts import SUM_ANSWER_FORMAT as SUM_ANSWER_FORMAT
 from ._random import RandomPrefix as RandomPrefix
 from ._random import random_prefix as random_prefix
+from ._suite import Score as Score
+from ._suite import Task as Task
+from ._suite import TaskInstance as TaskInstance
 from ._units import UnitFamily as UnitFamily
 
 __all__ = [
     "ANSWER_FORMAT",
+    "COPY_FIRST",
     "COPY_NUMBER",
+    "COT_FEW_SHOT_LEAD",
+    "COT_FEW_SHOT_TASK",
+    "COT_ZERO_SHOT",
     "COUNT_ONES",
     "COUNT_ONES_INSTRUCTION",
+    "COUNT_WORD",
     "FixedFinal",
+    "HINT_LEAD",
     "LAST_DIGIT",
     "LAST_DIGIT_HINT",
     "Layout",
@@ -74,15 +100,29 @@ __all__ = [
     "RandomPrefix",
     "RepeatedLast",
     "SUM_ANSWER_FORMAT",
+    "Score",
     "Separated",
     "SequenceFamily",
     "SequencePair",
+    "TASKS",
+    "TASK_NAMES",
+    "Task",
+    "TaskInstance",
     "TokenizationError",
     "UnitFamily",
+    "WORDS",
+    "copy_first",
+    "copy_last",
+    "count_bernoulli",
+    "count_ones",
+    "count_word",
     "fixed_final",
+    "interleaved",
     "ones",
     "pair",
+    "parse_answer",
     "random_prefix",
     "repeated_last",
     "separated",
+    "sum_ones",
 ]

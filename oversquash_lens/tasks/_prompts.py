@@ -43,6 +43,24 @@ ANSWER_FORMAT = "The answer to your question is: <ANSWER>"
 SUM_ANSWER_FORMAT = "The final answer to your maths question is: xxxx"
 """App. C.1: the answer format for sum prompts."""
 
+COPY_FIRST = "What is the first digit in this sequence?"
+"""Fig 2 (copying): asks for the first digit of "01…1"."""
+
+COUNT_WORD = "Please count the number of times the word '{word}' appears in the following sentence:"
+"""Fig 6 (counting a word): a template, filled with ``COUNT_WORD.format(word=...)``."""
+
+HINT_LEAD = "Hint:"
+"""Fig 2b: written before the hint, after the question (``"…? Hint: it's not…"``)."""
+
+COT_ZERO_SHOT = "Let's think step by step."
+"""Zero-shot chain of thought (Fig 3): the last line of the message."""
+
+COT_FEW_SHOT_LEAD = "Here are two worked examples."
+"""Few-shot chain of thought: the line before the worked examples."""
+
+COT_FEW_SHOT_TASK = "Now solve this one, step by step in the same way."
+"""Few-shot chain of thought: the line between the examples and the real question."""
+
 PROMPTS: dict[str, str] = {
     "count_ones": COUNT_ONES,
     "copy_number": COPY_NUMBER,
@@ -52,5 +70,11 @@ PROMPTS: dict[str, str] = {
     "perform_sum": PERFORM_SUM,
     "answer_format": ANSWER_FORMAT,
     "sum_answer_format": SUM_ANSWER_FORMAT,
+    "copy_first": COPY_FIRST,
+    "count_word": COUNT_WORD,
+    "hint_lead": HINT_LEAD,
+    "cot_zero_shot": COT_ZERO_SHOT,
+    "cot_few_shot_lead": COT_FEW_SHOT_LEAD,
+    "cot_few_shot_task": COT_FEW_SHOT_TASK,
 }
 """Every prompt constant by a short name."""
