@@ -204,10 +204,8 @@ def flow_tokens(
     n = int(values.shape[-1])
     tokens = _str_tokens(strings if batch == 0 else (), n)
     what = "sensitivity ‖∂h/∂x_i‖" if kind == "sensitivity" else "path weight to the last token"
-    caption = (
-        f"{model}: {what} ({how}), one row per output point; each row coloured from 0 to "
-        "its own maximum. Hover a token for every row's value."
-    )
+    row = "output point" if kind == "sensitivity" else "layer"
+    caption = f"{model}: {what} ({how}), one row per {row}; each row coloured from 0 to its own maximum. Hover a token for every row's value."
     return colored_tokens_multi(
         tokens, values.T, labels, title=title or f"Per-token {kind}", caption=caption
     )

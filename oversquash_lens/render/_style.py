@@ -89,6 +89,8 @@ def save_figure(
 ) -> list[Path]:
     """Save a figure in several formats, each written atomically.
 
+    SVG files carry no date and fixed element ids: the same figure gives the same file.
+
     Args:
         fig: A matplotlib Figure.
         path_stem: Path without extension (an extension given is replaced).
@@ -112,11 +114,14 @@ def save_figure(
     if stem.suffix.lstrip(".") in {"png", "svg", "pdf", "jpg", "jpeg"}:
         stem = stem.with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
     written = []
     for fmt in formats:
         buffer = io.BytesIO()
         metadata = {"Date": None} if fmt == "svg" else None  # no timestamp: stable files
-        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+        with matplotlib.rc_context({"svg.hashsalt": RC_PARAMS["svg.hashsalt"]}):
+            fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
         target = stem.with_name(f"{stem.name}.{fmt}")
         atomic_write_bytes(target, buffer.getvalue())
         written.append(target)
