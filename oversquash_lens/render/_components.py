@@ -205,7 +205,10 @@ def flow_tokens(
     tokens = _str_tokens(strings if batch == 0 else (), n)
     what = "sensitivity ‖∂h/∂x_i‖" if kind == "sensitivity" else "path weight to the last token"
     row = "output point" if kind == "sensitivity" else "layer"
-    caption = f"{model}: {what} ({how}), one row per {row}; each row coloured from 0 to its own maximum. Hover a token for every row's value."
+    caption = (
+        f"{model}: {what} ({how}), one row per {row}; each row coloured from 0 to its own "
+        "maximum. Hover a token for every row's value."
+    )
     return colored_tokens_multi(
         tokens, values.T, labels, title=title or f"Per-token {kind}", caption=caption
     )
