@@ -1,27 +1,28 @@
-"""The ``oversquash-lens`` command line."""
+"""The ``oversquash-lens`` command line: each subcommand calls one public function.
 
-import argparse
+Exit codes: 0 on success, 2 for bad arguments (with a message that says what to do),
+1 when a measurement fails.
+"""
+
 import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from ._cli_args import EXAMPLES as EXAMPLES
+from ._cli_args import build_parser, parse_precisions
 from ._errors import (
     BackendUnavailableError,
     EmptySequenceError,
     OversquashLensError,
     PromptTooLongError,
+    TokenizationError,
     UnknownModelError,
     UnknownPrecisionError,
     UnsupportedPrecisionError,
 )
-
-EXAMPLES = """examples:
-  oversquash-lens demo                              # SmolLM2-135M, offline
-  oversquash-lens demo --model tiny-llama --backend bridge
-  oversquash-lens demo --prompt "Count the ones: 1 1 1 1" --json
-  oversquash-lens models
-"""
 
 # Errors that mean "the arguments were wrong": exit code 2, like argparse.
 _USAGE_ERRORS = (
@@ -31,71 +32,342 @@ _USAGE_ERRORS = (
     BackendUnavailableError,
     PromptTooLongError,
     EmptySequenceError,
+    TokenizationError,
 )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="oversquash-lens",
-        description="Measure how information about each input token reaches the last token "
-        "(Barbero et al., NeurIPS 2024).",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = sub.add_parser(
-        "demo",
-        help="per-layer last-token norms, next-token prediction and a bf16 check",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    demo.add_argument("--model", default="smollm2-135m", help="model name (see `models`)")
-    demo.add_argument("--backend", choices=["hooked", "bridge"], default=None)
-    demo.add_argument("--dtype", default="float32", help="float32, float64, bfloat16, float16")
-    demo.add_argument("--prompt", default="The capital of France is")
-    demo.add_argument("--max-new-tokens", type=int, default=8)
-    demo.add_argument("--json", action="store_true", help="print JSON instead of text")
-
-    models = sub.add_parser("models", help="list the built-in models")
-    models.add_argument("--json", action="store_true")
-    return parser
+class UsageError(Exception):
+    """A bad argument found after parsing (exit code 2)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    """Entry point; returns the process exit code.
+
+    Example:
+        >>> main(["models", "--json"])  # doctest: +ELLIPSIS
+        {...
+        0
+    """
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "models":
-            from .models import list_models
-
-            table = list_models()
-            if args.json:
-                print(json.dumps(table, indent=2))
-            else:
-                for name, description in table.items():
-                    print(f"{name:<16} {description}")
-            return 0
-        if args.max_new_tokens < 0:
-            parser.error("--max-new-tokens must be >= 0")
-        from ._demo import run_demo
-
-        report = run_demo(
-            args.model,
-            backend=args.backend,
-            dtype=args.dtype,
-            prompt=args.prompt,
-            max_new_tokens=args.max_new_tokens,
-        )
-        print(json.dumps(dataclasses.asdict(report), indent=2) if args.json else report.format())
-        return 0
-    except _USAGE_ERRORS as exc:
-        print(f"oversquash-lens: error: {exc}", file=sys.stderr)
+        return _COMMANDS[args.command](args)
+    except (*_USAGE_ERRORS, UsageError) as exc:
+        print(f"oversquash-lens {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
     except OversquashLensError as exc:
-        print(f"oversquash-lens: error: {exc}", file=sys.stderr)
+        print(f"oversquash-lens {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 1
+
+
+def _message(exc: BaseException) -> str:
+    # KeyError subclasses repr their message; show it as written.
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
+# ---------------------------------------------------------------- output
+def _emit(args: Any, payload: dict[str, Any], text: list[str]) -> int:
+    if args.json:
+        print(json.dumps(payload, indent=1, default=str))
+    else:
+        print("\n".join(text))
+    return 0
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> list[str]:
+    """A plain-text table: one line per row, columns padded."""
+    if not rows:
+        return ["(no rows)"]
+    cols = list(columns) if columns is not None else list(rows[0])
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    cells = [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = "  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))
+    body = ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return [line, *body]
+
+
+def _out_folder(args: Any) -> Path | None:
+    if not getattr(args, "out", None):
+        return None
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _save_plot(result: Any, folder: Path, stem: str, method: str = "plot") -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report._report import _save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    getattr(result, method)(ax=ax)
+    paths = _save_figure(fig, folder / stem)
+    plt.close(fig)
+    return [str(p) for p in paths]
+
+
+# ---------------------------------------------------------------- model, prompt
+def _load(args: Any) -> Any:
+    from .models import load_model
+
+    return load_model(args.model, backend=args.backend, dtype=args.dtype, device=args.device)
+
+
+def _check_precisions(specs: list[str] | None) -> None:
+    """Fail before loading a model: every precision must name a known format."""
+    from .precision import get_format
+
+    for spec in specs or []:
+        get_format(spec.removeprefix("emulate:"))
+
+
+def _tokens(args: Any, model: Any) -> Any:
+    from ._adapter import ModelAdapter
+
+    adapter = ModelAdapter(model)
+    if args.prompt is not None and args.task is not None:
+        raise UsageError("give either --prompt or --task, not both")
+    if args.prompt is not None:
+        return adapter.to_tokens(args.prompt)
+    from .report._suite import prompt_tokens
+
+    if args.n > adapter.n_ctx:
+        raise UsageError(f"--n {args.n} exceeds the model's context n_ctx={adapter.n_ctx}")
+    try:
+        return prompt_tokens(model, args.task or "count_ones", args.n)
+    except ValueError as exc:
+        raise UsageError(f"{exc}: raise --n") from None
+
+
+def _layers(text: str) -> Any:
+    if text in ("final", "all"):
+        return text
+    out: list[Any] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "final":
+            out.append(part)
+        elif part.lstrip("-").isdigit():
+            out.append(int(part))
+        else:
+            raise UsageError(f"--layers {text!r}: use 'final', 'all' or e.g. 0,14,final")
+    return out
+
+
+# ---------------------------------------------------------------- commands
+def _models(args: Any) -> int:
+    from .models import list_models
+
+    table = list_models()
+    lines = [f"{name:<16} {description}" for name, description in table.items()]
+    return _emit(args, table, lines)
+
+
+def _demo(args: Any) -> int:
+    if args.max_new_tokens < 0:
+        raise UsageError("--max-new-tokens must be >= 0")
+    from ._demo import run_demo
+
+    model = _load(args) if args.device != "cpu" else None
+    report = run_demo(
+        args.model,
+        backend=args.backend,
+        dtype=args.dtype,
+        prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        model=model,
+    )
+    print(json.dumps(dataclasses.asdict(report), indent=2) if args.json else report.format())
+    return 0
+
+
+def _trace(args: Any) -> int:
+    from ._trace import trace
+    from .report._suite import shares
+
+    model = _load(args)
+    tokens = _tokens(args, model)
+    layers = _layers(args.layers)
+    flow = trace(model, tokens, method=args.method, probes=args.probes, layers=layers)
+    rows = []
+    for k, point in enumerate(flow.points):
+        for what, values in (("sensitivity", flow.sensitivity), ("paths", flow.paths)):
+            s = shares(values[0, k])
+            rows.append({"point": point, "what": what, **s})
+        rows[-1]["spearman"] = rows[-2]["spearman"] = float(flow.spearman[0, k])
+        rows[-1]["kendall"] = rows[-2]["kendall"] = float(flow.kendall[0, k])
+    payload: dict[str, Any] = {"n_tokens": int(tokens.shape[-1]), "rows": rows}
+    folder = _out_folder(args)
+    if folder is not None:
+        payload["files"] = [str(flow.save(folder / "trace"))]
+        payload["files"] += _save_plot(flow, folder, "trace_profile", "plot_profile")
+    text = [f"{flow.provenance.describe()}", f"{tokens.shape[-1]} tokens; mass shares:"]
+    return _emit(args, payload, text + _table(rows))
+
+
+def _paths(args: Any) -> int:
+    from .analyzers import attention_paths
+
+    model = _load(args)
+    tokens = _tokens(args, model)
+    result = attention_paths(model, tokens, method=args.method, heads=args.heads)
+    rows = result.summary().drop(columns=["batch"]).to_dict("records")
+    payload: dict[str, Any] = {"n_tokens": int(tokens.shape[-1]), "rows": rows}
+    folder = _out_folder(args)
+    if folder is not None:
+        payload["files"] = [str(result.save(folder / "paths"))]
+        payload["files"] += _save_plot(result, folder, "paths")
+    cols = ["layer", "first", "early", "middle", "late", "last", "argmin", "entropy_ratio"]
+    text = [f"{args.method} path weights to the last of {tokens.shape[-1]} tokens, shares:"]
+    return _emit(args, payload, text + _table(rows, cols))
+
+
+def _sensitivity(args: Any) -> int:
+    from .analyzers import sensitivity
+    from .report._suite import shares
+
+    model = _load(args)
+    tokens = _tokens(args, model)
+    result = sensitivity(
+        model, tokens, method=args.method, probes=args.probes, layers=_layers(args.layers)
+    )
+    rows = [
+        {"point": point, **shares(result.norms[0, k]), "total": float(result.norms[0, k].sum())}
+        for k, point in enumerate(result.points)
+    ]
+    payload: dict[str, Any] = {"n_tokens": int(tokens.shape[-1]), "rows": rows}
+    folder = _out_folder(args)
+    if folder is not None:
+        payload["files"] = [str(result.save(folder / "sensitivity"))]
+        payload["files"] += _save_plot(result, folder, "sensitivity")
+    text = [f"‖∂h_n/∂x_i‖ ({args.method}) over {tokens.shape[-1]} tokens, mass shares:"]
+    return _emit(args, payload, text + _table(rows))
+
+
+def _family(args: Any) -> Any:
+    from . import tasks
+
+    prefix: str = tasks.PROMPTS[args.prefix] if args.prefix in tasks.PROMPTS else args.prefix
+    bos = {"model": None, "yes": True, "no": False}[args.bos]
+    if args.family == "ones":
+        return tasks.repeated_last(args.item, prefix=prefix, bos=bos)
+    if args.family == "fixed_final":
+        return tasks.fixed_final(args.item, "0", prefix=prefix, bos=bos)
+    if args.family == "random_prefix":
+        return tasks.random_prefix(prefix=prefix, bos=bos, seed=0)
+    return tasks.separated(args.item, every=3, separator=",", prefix=prefix, bos=bos)
+
+
+def _collapse(args: Any) -> int:
+    from ._collapse import collapse
+    from .report._report import COLLAPSE_COLUMNS, collapse_rows
+
+    precisions = parse_precisions(args.precision) or ["float32"]
+    _check_precisions(precisions)
+    model = _load(args)
+    family = _family(args)
+    result = collapse(
+        model, family, args.lengths, precisions, mode=args.mode, heads=-1, progress=not args.json
+    )
+    rows = collapse_rows(result)
+    payload: dict[str, Any] = {
+        "family": result.family_params,
+        "lengths": list(result.lengths),
+        "passes_per_precision": result.passes,
+        "rows": rows,
+    }
+    folder = _out_folder(args)
+    if folder is not None:
+        payload["files"] = [str(result.save(folder / "collapse"))]
+        payload["files"] += _save_plot(result, folder, "collapse")
+    text = [
+        f"{result.family}: {len(result.lengths)} lengths {result.lengths[0]}..{result.lengths[-1]}"
+        f", {result.passes} passes per precision; collapse at y_n:"
+    ]
+    return _emit(args, payload, text + _table(rows, COLLAPSE_COLUMNS))
+
+
+def _behaviour(args: Any) -> int:
+    import oversquash_lens as osl
+
+    from . import tasks
+
+    behaviour = getattr(osl, "behaviour", None)
+    if behaviour is None:
+        print(
+            "oversquash-lens behaviour: error: osl.behaviour is not in this version of "
+            "oversquash_lens; upgrade it or use `collapse`/`trace`",
+            file=sys.stderr,
+        )
+        return 1
+    task_factory = getattr(tasks, args.task, None)
+    if task_factory is None or not callable(task_factory) or args.task.startswith("_"):
+        known = [n for n in ("copy_last", "copy_first", "count_ones") if hasattr(tasks, n)]
+        raise UsageError(f"unknown task {args.task!r}: choose one of {', '.join(known)}")
+    model = _load(args)
+    result = behaviour(
+        model,
+        task_factory(),
+        args.lengths,
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+    rows = result.to_dataframe().to_dict("records")
+    payload: dict[str, Any] = {"task": args.task, "rows": rows}
+    folder = _out_folder(args)
+    if folder is not None:
+        payload["files"] = [str(result.save(folder / "behaviour"))]
+    return _emit(args, payload, _table(rows))
+
+
+def _report(args: Any) -> int:
+    from .report import report
+    from .report._suite import SUITES
+
+    if args.suite not in SUITES:
+        raise UsageError(f"unknown suite {args.suite!r}: choose one of {', '.join(SUITES)}")
+    precisions = parse_precisions(args.precision)
+    _check_precisions(precisions)
+    model = _load(args)
+    page = report(
+        model,
+        args.suite,
+        args.out,
+        quick=args.quick,
+        progress=not (args.no_progress or args.json),
+        precisions=precisions,
+    )
+    summary = json.loads((page.parent / "summary.json").read_text())
+    rows = [
+        {"step": key, "seconds": round(float(seconds), 1)}
+        for key, seconds in summary["seconds"].items()
+    ]
+    size = page.stat().st_size / 1e6
+    text = [f"wrote {page} ({size:.2f} MB) and {page.parent}/summary.json, results/, figures/"]
+    return _emit(args, summary | {"report": str(page)}, text + _table(rows))
+
+
+_COMMANDS = {
+    "models": _models,
+    "demo": _demo,
+    "trace": _trace,
+    "paths": _paths,
+    "sensitivity": _sensitivity,
+    "collapse": _collapse,
+    "behaviour": _behaviour,
+    "report": _report,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,28 +18,14 @@ from typing import Any
 import torch
 
 import oversquash_lens as osl
-from oversquash_lens import tasks
 from oversquash_lens.analyzers._collapse_math import METRICS
+from oversquash_lens.report._suite import FIG5_LENGTHS, FIG5_PRECISIONS, fig5_families
 from oversquash_lens.results import atomic_write_bytes
 
-LENGTHS = [1, 2, 6, 11, 51, 101, 501, 1001, 2001]
-PRECISIONS = ["float32", "bfloat16", "emulate:float8_e4m3"]
+LENGTHS = list(FIG5_LENGTHS)
+PRECISIONS = list(FIG5_PRECISIONS)
 LINF = METRICS.index("linf")
-
-
-def families(bos: bool) -> dict[str, Any]:
-    """Fig 5 (a)–(d); (d) in both comma placements, since the paper does not say which."""
-    return {
-        "a_count_ones": tasks.repeated_last("1", prefix=tasks.COUNT_ONES, bos=bos),
-        "b_random_digits": tasks.random_prefix(prefix=tasks.COUNT_ONES, bos=bos, seed=0),
-        "c_copy_ones": tasks.repeated_last("1", prefix=tasks.COPY_NUMBER, bos=bos),
-        "d_copy_commas_left": tasks.separated(
-            "1", every=3, separator=",", group="left", prefix=tasks.COPY_NUMBER, bos=bos
-        ),
-        "d_copy_commas_right": tasks.separated(
-            "1", every=3, separator=",", group="right", prefix=tasks.COPY_NUMBER, bos=bos
-        ),
-    }
+families = fig5_families  # Fig 5 (a)–(d); shared with osl.report
 
 
 def table(result: osl.CollapseResult) -> str:

@@ -21,47 +21,8 @@ from typing import Any
 import torch
 
 import oversquash_lens as osl
-from oversquash_lens import tasks
+from oversquash_lens.report._suite import depths, prompt_tokens, shares
 from oversquash_lens.results import atomic_write_bytes
-
-FIRST_DIGIT = "What is the first digit in this sequence?"
-
-
-def depths(n_layers: int) -> list[Any]:
-    """The first, middle and last block outputs, then y_n (each costs k backward passes)."""
-    return [*sorted({0, (n_layers - 1) // 2, n_layers - 1}), "final"]
-
-
-def prompt_tokens(model: Any, prompt: str, n: int) -> torch.Tensor:
-    """Token ids of exactly ``n`` tokens (built and checked by ``osl.tasks``)."""
-    if prompt == "count_ones":
-        family = tasks.repeated_last("1", prefix=tasks.COUNT_ONES)
-        extra = 0
-    elif prompt == "last_digit":
-        family = tasks.fixed_final("1", "0", prefix=tasks.LAST_DIGIT)
-        extra = 1
-    elif prompt == "first_digit":
-        family = tasks.repeated_last("1", prefix=FIRST_DIGIT + "0")
-        extra = 0
-    else:
-        raise ValueError(prompt)
-    base = len(family.pair(model, 1).a) - 1 - extra
-    return family.pair(model, n - base - extra).a[None]
-
-
-def shares(values: torch.Tensor) -> dict[str, float]:
-    """Where a profile's mass sits (values over positions, normalized to sum 1)."""
-    p = values / values.sum()
-    n = p.numel()
-    third = max(n // 3, 1)
-    return {
-        "first": float(p[0]),
-        "early": float(p[:third].sum()),
-        "middle": float(p[third : n - third].sum()),
-        "late": float(p[n - third :].sum()),
-        "argmin": int(p.argmin()),
-        "last": float(p[-1]),
-    }
 
 
 def main() -> None:

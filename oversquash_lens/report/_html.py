@@ -1,0 +1,134 @@
+"""Assemble report.html: sections of text, tables, inline figures and circuitsvis views.
+
+Everything is inline (figures as base64 PNG, the circuitsvis bundle once through
+``osl.render.page``), so the page opens offline from a single file. No computation here.
+"""
+
+import base64
+import html
+import io
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em;
+     border-bottom: 1px solid #ddd; } h3 { font-size: 1.05em; }
+table.osl { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
+table.osl th, table.osl td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+table.osl th { background: #f3f3f3; } table.osl td:first-child { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; }
+figcaption, .note { font-size: 0.85em; color: #555; }
+code { background: #f5f5f5; padding: 0 3px; }
+"""
+
+
+def escape(text: Any) -> str:
+    """HTML-escaped ``str(text)``.
+
+    Example:
+        >>> escape("<bos> a<b")
+        '&lt;bos&gt; a&lt;b'
+    """
+    return html.escape(str(text), quote=True)
+
+
+def fmt(value: Any) -> str:
+    """A table cell: floats to 3 significant digits, None as an en dash.
+
+    Example:
+        >>> fmt(0.000123456), fmt(None), fmt(3), fmt(float("nan"))
+        ('0.000123', '–', '3', 'nan')
+    """
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.3g}"
+    return str(value)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """An HTML table of dict rows (header from the first row's keys, or ``columns``).
+
+    Example:
+        >>> table([{"k": 1, "linf": 0.5}])
+        '<table class="osl"><tr><th>k</th><th>linf</th></tr><tr><td>1</td><td>0.5</td></tr></table>'
+    """
+    if not rows:
+        return '<p class="note">(no rows)</p>'
+    cols = list(columns) if columns is not None else list(rows[0])
+    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(fmt(row.get(c)))}</td>" for c in cols) + "</tr>"
+        for row in rows
+    )
+    return f'<table class="osl"><tr>{head}</tr>{body}</table>'
+
+
+def png_data_uri(fig: Any, dpi: int = 72) -> str:
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def figure(fig: Any, caption: str, *, dpi: int = 72, files: Iterable[str] = ()) -> str:
+    """An inline PNG with a caption (and links to the full-size files next to the page)."""
+    links = " ".join(f'<a href="{escape(f)}">{escape(f.rsplit(".", 1)[-1])}</a>' for f in files)
+    return (
+        f'<figure><img alt="{escape(caption)}" src="{png_data_uri(fig, dpi)}">'
+        f"<figcaption>{escape(caption)} {links}</figcaption></figure>"
+    )
+
+
+def paragraph(text: str) -> str:
+    """A paragraph of escaped text."""
+    return f"<p>{escape(text)}</p>"
+
+
+def note(text: str) -> str:
+    """A small grey note."""
+    return f'<p class="note">{escape(text)}</p>'
+
+
+def heading(text: str, level: int = 2, anchor: str | None = None) -> str:
+    """A heading, with an ``id`` for the table of contents."""
+    ident = f' id="{escape(anchor)}"' if anchor else ""
+    return f"<h{level}{ident}>{escape(text)}</h{level}>"
+
+
+def contents(entries: Sequence[tuple[str, str]]) -> str:
+    """A list of links to the sections: ``(anchor, title)`` pairs."""
+    items = "".join(f'<li><a href="#{escape(a)}">{escape(t)}</a></li>' for a, t in entries)
+    return f"<ul>{items}</ul>"
+
+
+def assemble(title: str, parts: Sequence[Any]) -> str:
+    """The whole page: HTML strings and circuitsvis views, in order.
+
+    With ``osl.render`` installed, :func:`oversquash_lens.render.page` builds the page
+    (the circuitsvis bundle inlined once); otherwise a plain page holds the HTML parts
+    (views are then left out, since they cannot render without the bundle).
+
+    Example:
+        >>> "<h2>x</h2>" in assemble("t", ["<h2>x</h2>"])
+        True
+    """
+    styled = [f"<style>{STYLE}</style>", *parts]
+    try:
+        from ..render import page  # type: ignore[attr-defined]
+    except ImportError:
+        page = None
+    if page is not None:
+        return page(list(styled), title=title)
+    body = "\n".join(p for p in styled if isinstance(p, str))
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title></head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body></html>\n"
+    )

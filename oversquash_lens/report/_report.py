@@ -1,0 +1,432 @@
+"""``osl.report``: run a suite on a model and write a self-contained report folder.
+
+``out/`` receives ``report.html`` (inline figures, circuitsvis views when
+``osl.render`` is installed), ``summary.json`` (the numbers the page shows, timings,
+provenance), ``results/<step>.npz`` (each Result's ``save()``: arrays plus JSON metadata
+with provenance) and ``figures/<step>.png`` / ``.svg``.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._adapter import ModelAdapter
+from .._collapse import collapse
+from .._trace import trace
+from ..analyzers._collapse_math import METRICS
+from ..analyzers._collapse_result import CollapseResult
+from ..precision import get_format
+from ..results import atomic_write_bytes
+from . import _html as h
+from ._suite import (
+    BehaviourStep,
+    CollapseStep,
+    Step,
+    TraceStep,
+    fit_lengths,
+    get_suite,
+    prompt_tokens,
+    shares,
+)
+
+LINF = METRICS.index("linf")
+
+
+@dataclass
+class Section:
+    """What one step produced: page parts, numbers for summary.json, files written."""
+
+    key: str
+    title: str
+    parts: list[Any] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def report(
+    model: Any,
+    suite: str = "paper",
+    out: str | Path = "oversquash_report",
+    *,
+    quick: bool = False,
+    progress: bool = True,
+    precisions: list[str] | None = None,
+) -> Path:
+    """Run a suite of the paper's measurements on a model and write an HTML report.
+
+    Args:
+        model: HookedTransformer or TransformerBridge, or a name for
+            :func:`~oversquash_lens.load_model` (loaded with its defaults).
+        suite: Suite name (``"paper"``: Fig 5 (a)–(d), sensitivity and attention-path
+            profiles of the counting and copying prompts, the precision sweep against
+            the 1/ε prediction, and behaviour when available).
+        out: Folder to write (created; existing files of the same names are replaced).
+        quick: Smaller sizes (lengths up to 200, 64-token prompts).
+        progress: Show one progress bar over the steps.
+        precisions: Fig 5 precisions instead of float32 and bfloat16.
+
+    Returns:
+        The path of ``report.html``.
+
+    Example:
+        >>> import tempfile, oversquash_lens as osl
+        >>> from oversquash_lens.report import report
+        >>> page = report("tiny-nope", out=tempfile.mkdtemp(), quick=True, progress=False)
+        >>> page.name, (page.parent / "summary.json").exists()
+        ('report.html', True)
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    if isinstance(model, str):
+        from ..models import load_model
+
+        model = load_model(model)
+    load_seconds = time.perf_counter() - start
+    plan = get_suite(suite, quick=quick, precisions=precisions)
+    adapter = ModelAdapter(model)
+    folder = Path(out)
+    for sub in ("results", "figures"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    sections: list[Section] = []
+    bar = tqdm(total=len(plan.steps), disable=not progress, desc="report", unit="step")
+    for step in plan.steps:
+        bar.set_postfix_str(step.key)
+        began = time.perf_counter()
+        section = _run(step, model, adapter, folder)
+        section.seconds = time.perf_counter() - began
+        sections.append(section)
+        bar.update(1)
+        _write_summary(folder, plan, adapter, sections, load_seconds, start)
+    bar.close()
+    page = _page(plan, adapter, sections, load_seconds, time.perf_counter() - start)
+    target = folder / "report.html"
+    atomic_write_bytes(target, page.encode("utf-8"))
+    _write_summary(folder, plan, adapter, sections, load_seconds, start)
+    return target
+
+
+def _run(step: Step, model: Any, adapter: ModelAdapter, folder: Path) -> Section:
+    if isinstance(step, CollapseStep):
+        return _collapse_section(step, model, folder)
+    if isinstance(step, TraceStep):
+        return _trace_section(step, model, adapter, folder)
+    return _behaviour_section(step, model, folder)
+
+
+# ---------------------------------------------------------------- collapse
+def _collapse_section(step: CollapseStep, model: Any, folder: Path) -> Section:
+    family = step.family()
+    lengths = fit_lengths(family, model, step.lengths)
+    result = collapse(model, family, lengths, list(step.precisions), heads=-1, progress=False)
+    section = Section(step.key, step.title)
+    section.files.append(_rel(folder, result.save(folder / "results" / step.key)))
+    rows = collapse_rows(result)
+    section.summary = {
+        "family": result.family_params,
+        "mode": result.mode,
+        "passes_per_precision": result.passes,
+        "lengths": [lengths[0], lengths[-1], len(lengths)],
+        "precisions": rows,
+    }
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    result.plot(ax=ax, precisions=list(step.plot_precisions))
+    ax.set_title(step.title, fontsize=9)
+    caption = (
+        f"{step.title}: L∞ distance between the last layer's per-head outputs of A_k and "
+        f"B_k (mean over heads, min–max band; grey: noise floor), {result.mode} passes."
+    )
+    section.parts += [
+        h.heading(step.title, anchor=step.key),
+        h.paragraph(_describe(result)),
+        _figure(fig, folder, step.key, caption, section),
+        h.table(rows, COLLAPSE_COLUMNS),
+        h.note(
+            "collapse length: first measured k from which the pair stays collapsed at y_n "
+            "(bits: identical after rounding to the format; ε: L∞ below the format's "
+            "machine epsilon; argmax: same next token); predicted: the 1/k law fitted on "
+            "the most precise run, extrapolated to ε. '–': not collapsed up to the "
+            "largest k measured."
+        ),
+    ]
+    section.parts += _views("collapse", result, family, model)
+    if step.sweep:
+        _sweep(result, folder, step.key, section)
+    return section
+
+
+COLLAPSE_COLUMNS = [
+    "precision",
+    "epsilon",
+    "collapse k (bits)",
+    "collapse k (ε)",
+    "collapse k (argmax)",
+    "predicted k (1/ε)",
+    "fit slope",
+    "y_n L∞ at k_max",
+    "noise at k_max",
+    "heads L∞ at k_max",
+]
+
+
+def collapse_rows(result: CollapseResult) -> list[dict[str, Any]]:
+    """One row per precision: collapse lengths (three criteria), prediction, last distances."""
+    y = result.point_index()
+    rows = []
+    for p, precision in enumerate(result.precisions):
+        bits = result.collapse_length(precision, "bits")
+        eps = result.collapse_length(precision, "epsilon")
+        argmax = result.collapse_length(precision, "argmax")
+        rows.append(
+            {
+                "precision": precision,
+                "epsilon": get_format(result.formats[p]).epsilon,
+                "collapse k (bits)": bits.measured,
+                "collapse k (ε)": eps.measured,
+                "collapse k (argmax)": argmax.measured,
+                "predicted k (1/ε)": bits.predicted,
+                "fit slope": None if bits.fit is None else float(bits.fit.slope),
+                "y_n L∞ at k_max": float(result.distances[p, -1, y, LINF]),
+                "noise at k_max": float(result.noise[p, -1, y, LINF]),
+                "heads L∞ at k_max": float(result.head_distances[p, -1, -1, :, LINF].mean()),
+            }
+        )
+    return rows
+
+
+def _describe(result: CollapseResult) -> str:
+    params = result.family_params
+    text = ", ".join(f"{k}={v!r}" for k, v in params.items() if k not in ("name",))
+    k0, k1 = result.lengths[0], result.lengths[-1]
+    return (
+        f"Family {result.family} ({text}); {len(result.lengths)} lengths from {k0} to {k1}; "
+        f"{result.passes} forward passes per precision ({result.mode} mode)."
+    )
+
+
+def _sweep(result: CollapseResult, folder: Path, key: str, section: Section) -> None:
+    """Collapse length against the format's epsilon, measured and predicted (1/ε law)."""
+    import matplotlib.pyplot as plt
+
+    rows = collapse_rows(result)
+    eps = [r["epsilon"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    k_max = result.lengths[-1]
+    for column, marker in (("collapse k (bits)", "o"), ("collapse k (ε)", "s")):
+        seen = [(e, r[column]) for e, r in zip(eps, rows, strict=True) if r[column] is not None]
+        never = [e for e, r in zip(eps, rows, strict=True) if r[column] is None]
+        if seen:
+            ax.scatter(*zip(*seen, strict=True), marker=marker, label=f"measured, {column[11:]}")
+        if never:
+            ax.scatter(never, [k_max] * len(never), marker="^", facecolors="none",
+                       edgecolors="grey", label=f"{column[11:]}: not by k_max")  # fmt: skip
+    predicted = [(e, r["predicted k (1/ε)"]) for e, r in zip(eps, rows, strict=True)]
+    predicted = [(e, k) for e, k in predicted if k is not None and k > 0]
+    if predicted:
+        ax.plot(*zip(*sorted(predicted), strict=True), "k--", lw=1, label="predicted c/ε")
+    ax.axhline(k_max, color="grey", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("machine epsilon of the format")
+    ax.set_ylabel("collapse length k")
+    ax.legend(fontsize=7)
+    ax.set_title("Precision sweep: collapse length vs 1/ε", fontsize=9)
+    sweep_key = f"{key}_precision_sweep"
+    section.parts += [
+        h.heading("Precision sweep: collapse length against 1/ε", 3, anchor=sweep_key),
+        h.paragraph(
+            "PAPER.md §2: a pair that shrinks as c/k becomes indistinguishable in a format "
+            "once c/k falls under its epsilon, so the collapse length should scale as 1/ε. "
+            "Native dtypes run the whole model in that dtype; emulate:* rounds the residual "
+            "stream and attention outputs while the model runs in float32."
+        ),
+        _figure(fig, folder, sweep_key, "Collapse length against epsilon.", section),
+    ]
+    section.summary["precision_sweep"] = [
+        {k: r[k] for k in ("precision", "epsilon", "collapse k (bits)", "predicted k (1/ε)")}
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------- flow
+FLOW_COLUMNS = ["what", "first", "early", "middle", "late", "last", "argmin", "ρ", "τ"]
+
+
+def _trace_section(step: TraceStep, model: Any, adapter: ModelAdapter, folder: Path) -> Section:
+    n = min(step.n, adapter.n_ctx)
+    tokens = prompt_tokens(model, step.prompt, n)
+    flow = trace(model, tokens, probes=step.probes, layers=step.layers(adapter.n_layers))
+    section = Section(step.key, step.title)
+    section.files.append(_rel(folder, flow.save(folder / "results" / step.key)))
+    y = flow.point_index()
+    rho, tau = float(flow.spearman[0, y]), float(flow.kendall[0, y])
+    rows = []
+    profiles = (("sensitivity", flow.sensitivity[0, y]), ("bound paths", flow.paths[0, y]))
+    for what, values in profiles:
+        rows.append({"what": what, **shares(values), "ρ": rho, "τ": tau})
+    section.summary = {
+        "prompt": step.prompt,
+        "n": n,
+        "probes": step.probes,
+        "points": list(flow.points),
+        "sensitivity": rows[0],
+        "bound": rows[1],
+        "spearman_by_point": flow.spearman[0].tolist(),
+        "kendall_by_point": flow.kendall[0].tolist(),
+    }
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    flow.plot_profile(ax)
+    ax.set_title(f"{step.prompt}, n={n}: ρ={rho:.2f}, τ={tau:.2f}", fontsize=9)
+    section.parts += [
+        h.heading(step.title, anchor=step.key),
+        h.paragraph(
+            f"Hutchinson estimate ({step.probes} probes) of ‖∂y_n/∂v_i(0)‖ for every input "
+            "position i, beside the attention-path bound of Thm 5.1 (paths through every "
+            "layer, heads averaged). Shares of each profile's mass: first token, thirds, "
+            "last token; ρ/τ: Spearman/Kendall between the two profiles."
+        ),
+        _figure(fig, folder, step.key, f"Sensitivity and path profiles, {step.prompt}.", section),
+        h.table(rows, FLOW_COLUMNS),
+    ]
+    section.parts += _views("flow", flow)
+    if step.prompt == "count_ones":
+        section.parts += _views("attention", model, tokens[:, : min(n, 32)], adapter.n_layers)
+    return section
+
+
+# ---------------------------------------------------------------- behaviour
+def _behaviour_section(step: BehaviourStep, model: Any, folder: Path) -> Section:
+    """WIRING HOOK: written against ``osl.behaviour(model, task, lengths, ...)``."""
+    from .. import behaviour  # type: ignore[attr-defined]
+    from .. import tasks as task_module
+
+    task = getattr(task_module, step.task)()
+    result = behaviour(
+        model, task, list(step.lengths), samples=step.samples, max_new_tokens=step.max_new_tokens
+    )
+    section = Section(step.key, step.title)
+    section.files.append(_rel(folder, result.save(folder / "results" / step.key)))
+    records = result.to_dataframe().to_dict("records")
+    section.summary = {"task": step.task, "rows": records[:200]}
+    section.parts += [h.heading(step.title, anchor=step.key), h.table(records[:40])]
+    return section
+
+
+# ---------------------------------------------------------------- helpers
+def _views(kind: str, *args: Any) -> list[Any]:
+    """The circuitsvis views from ``osl.render`` (none when it is not installed)."""
+    try:
+        from .. import render  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    if kind == "collapse":
+        result, family, model = args
+        k = result.lengths[min(len(result.lengths) - 1, _SHOWN_K)]
+        pair = family.pair(model, k)
+        adapter = ModelAdapter(model)
+        strings = (adapter.to_str_tokens(pair.a), adapter.to_str_tokens(pair.b))
+        view = render.collapse_pair(result, k, tokens=strings)
+        return [h.heading(f"The pair at k = {k}, distance at every point", 3), view]
+    if kind == "flow":
+        flow = args[0]
+        return [
+            h.heading("Sensitivity per input token", 3),
+            render.flow_tokens(flow, kind="sensitivity"),
+            h.heading("Path weight per input token", 3),
+            render.flow_tokens(flow, kind="paths"),
+        ]
+    model, tokens, n_layers = args
+    layers = sorted({0, n_layers - 1})
+    return [
+        h.heading(f"Attention patterns, layers {layers}, first {tokens.shape[-1]} tokens", 3),
+        render.attention_heads(model, tokens, layers=layers),
+    ]
+
+
+_SHOWN_K = 10  # index of the length whose pair is shown: short enough to read
+
+
+def _figure(fig: Any, folder: Path, stem: str, caption: str, section: Section) -> str:
+    import matplotlib.pyplot as plt
+
+    files = _save_figure(fig, folder / "figures" / stem)
+    section.files += [_rel(folder, f) for f in files]
+    part = h.figure(fig, caption, files=[_rel(folder, f) for f in files])
+    plt.close(fig)
+    return part
+
+
+def _save_figure(fig: Any, stem: Path) -> list[Path]:
+    try:
+        from ..render._style import save_figure  # type: ignore[import-not-found]
+    except ImportError:
+        save_figure = None
+    if save_figure is not None:
+        return [Path(p) for p in save_figure(fig, stem, formats=("png", "svg"), dpi=110)]
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=110, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    return paths
+
+
+def _rel(folder: Path, path: Path) -> str:
+    return Path(path).relative_to(folder).as_posix()
+
+
+def _page(
+    plan: Any, adapter: ModelAdapter, sections: list[Section], load_s: float, total_s: float
+) -> str:
+    provenance = adapter.provenance()
+    title = f"Over-squashing report: {provenance.model_name}"
+    config = {
+        "model": provenance.describe(),
+        "suite": f"{plan.name} ({'quick' if plan.quick else 'full'})",
+        "time": f"{total_s:.0f} s in all (model load {load_s:.0f} s)",
+    }
+    parts: list[Any] = [
+        h.table([{"": k, "value": v} for k, v in config.items()]),
+        h.paragraph(
+            "Measurements of Barbero et al., 'Transformers need glasses! Information "
+            "over-squashing in language tasks' (NeurIPS 2024), made by oversquash_lens on "
+            "this model: representational collapse of growing sequences (Fig 5), where the "
+            "last token's sensitivity to each input comes from compared with the "
+            "attention-path bound (Thm 5.1), and how the collapse length depends on the "
+            "number format."
+        ),
+        h.contents([(s.key, s.title) for s in sections]),
+    ]
+    timings = [{"step": s.key, "seconds": round(s.seconds, 1)} for s in sections]
+    if not any(s.key.startswith("behaviour") for s in sections):
+        parts.append(h.note("Behaviour (greedy answers vs length) is not in this version."))
+    for s in sections:
+        parts += s.parts
+    parts += [h.heading("Timings", anchor="timings"), h.table(timings)]
+    parts.append(h.note("Raw results: results/*.npz (Result.load); numbers: summary.json."))
+    return h.assemble(title, parts)
+
+
+def _write_summary(
+    folder: Path,
+    plan: Any,
+    adapter: ModelAdapter,
+    sections: list[Section],
+    load_s: float,
+    start: float,
+) -> None:
+    summary = {
+        "suite": plan.name,
+        "quick": plan.quick,
+        "provenance": adapter.provenance().to_dict(),
+        "seconds": {"load": load_s, "total": time.perf_counter() - start}
+        | {s.key: s.seconds for s in sections},
+        "steps": {s.key: s.summary | {"files": s.files} for s in sections},
+    }
+    payload = json.dumps(summary, indent=1, default=str, allow_nan=True)
+    atomic_write_bytes(folder / "summary.json", payload.encode())

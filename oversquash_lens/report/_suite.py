@@ -1,0 +1,323 @@
+"""Which measurements a report suite runs, and at what sizes (``quick`` or full).
+
+The ``"paper"`` suite follows the repository's scripts: Fig 5 (a)–(d) as in
+``scripts/fig5_smollm2.py`` (the families live here, the script imports them), the
+sensitivity/path profiles of ``scripts/flow_smollm2.py`` (prompts, depths and mass
+shares live here too), and a precision sweep: the collapse length of Fig 5a in every
+format against the 1/ε prediction of :meth:`CollapseResult.collapse_length`.
+
+Sizes (measured on SmolLM2-135M, 1 CPU thread, see the report module): full mode
+reads lengths 1..1000 of the nested families from one pass each and makes a pass per
+length for the others at the Fig 5 lengths up to 1001; quick mode stops at 200.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .. import tasks
+from .._errors import PromptTooLongError
+
+FIG5_LENGTHS = (1, 2, 6, 11, 51, 101, 501, 1001, 2001)
+"""The lengths ``scripts/fig5_smollm2.py`` measures."""
+
+FIG5_PRECISIONS = ("float32", "bfloat16", "emulate:float8_e4m3")
+"""The precisions ``scripts/fig5_smollm2.py`` measures."""
+
+REPORT_PRECISIONS = ("float32", "bfloat16")
+"""Fig 5 precisions of the report (the paper's float32 vs bf16)."""
+
+SWEEP_PRECISIONS = (
+    "float32",
+    "float16",
+    "bfloat16",
+    "emulate:e8m5",
+    "emulate:float8_e4m3",
+    "emulate:float8_e5m2",
+)
+"""The precision sweep: mantissa widths 23, 10, 7, 5, 3, 2 bits."""
+
+FIRST_DIGIT = "What is the first digit in this sequence?"
+"""``scripts/flow_smollm2.py``: asks for the first digit of "01…1"."""
+
+FLOW_PROMPTS = ("count_ones", "first_digit", "last_digit")
+"""Prompts :func:`prompt_tokens` builds."""
+
+
+def fig5_families(bos: bool) -> dict[str, Any]:
+    """Fig 5 (a)–(d); (d) in both comma placements, since the paper does not say which.
+
+    Example:
+        >>> sorted(fig5_families(True))[:2]
+        ['a_count_ones', 'b_random_digits']
+    """
+    return {
+        "a_count_ones": tasks.repeated_last("1", prefix=tasks.COUNT_ONES, bos=bos),
+        "b_random_digits": tasks.random_prefix(prefix=tasks.COUNT_ONES, bos=bos, seed=0),
+        "c_copy_ones": tasks.repeated_last("1", prefix=tasks.COPY_NUMBER, bos=bos),
+        "d_copy_commas_left": tasks.separated(
+            "1", every=3, separator=",", group="left", prefix=tasks.COPY_NUMBER, bos=bos
+        ),
+        "d_copy_commas_right": tasks.separated(
+            "1", every=3, separator=",", group="right", prefix=tasks.COPY_NUMBER, bos=bos
+        ),
+    }
+
+
+FIG5_TITLES = {
+    "a_count_ones": "(a) counting: ones, k vs k+1",
+    "b_random_digits": "(b) counting: random digits, then 1 vs 11",
+    "c_copy_ones": "(c) copying: ones, k vs k+1",
+    "d_copy_commas_left": "(d) copying: ones with commas, grouped from the left",
+    "d_copy_commas_right": "(d) copying: ones with commas, grouped from the right",
+}
+
+
+def depths(n_layers: int) -> list[Any]:
+    """The first, middle and last block outputs, then y_n (each costs k backward passes).
+
+    Example:
+        >>> depths(30)
+        [0, 14, 29, 'final']
+    """
+    return [*sorted({0, (n_layers - 1) // 2, n_layers - 1}), "final"]
+
+
+def prompt_family(prompt: str) -> tuple[Any, int]:
+    """The family behind a flow prompt, and how many tokens follow its repeated ones.
+
+    Raises:
+        ValueError: For a prompt not in :data:`FLOW_PROMPTS`.
+    """
+    if prompt == "count_ones":
+        return tasks.repeated_last("1", prefix=tasks.COUNT_ONES), 0
+    if prompt == "last_digit":
+        return tasks.fixed_final("1", "0", prefix=tasks.LAST_DIGIT), 1
+    if prompt == "first_digit":
+        return tasks.repeated_last("1", prefix=FIRST_DIGIT + "0"), 0
+    raise ValueError(f"unknown prompt {prompt!r}: choose one of {', '.join(FLOW_PROMPTS)}")
+
+
+def prompt_tokens(model: Any, prompt: str, n: int) -> torch.Tensor:
+    """Token ids ``[1, n]`` of a flow prompt with exactly ``n`` tokens (built by ``osl.tasks``).
+
+    Raises:
+        ValueError: If ``n`` is shorter than the prompt's fixed part.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> prompt_tokens(osl.load_model("tiny-gpt2"), "count_ones", 20).shape
+        torch.Size([1, 20])
+    """
+    family, extra = prompt_family(prompt)
+    base = len(family.pair(model, 1).a) - 1 - extra
+    if n - base - extra < 1:
+        raise ValueError(f"{prompt} needs at least {base + extra + 1} tokens, got n={n}")
+    return family.pair(model, n - base - extra).a[None]
+
+
+def shares(values: torch.Tensor) -> dict[str, float]:
+    """Where a profile's mass sits (values over positions, normalized to sum 1).
+
+    Example:
+        >>> shares(torch.tensor([2.0, 1.0, 1.0]))["first"]
+        0.5
+    """
+    p = values / values.sum()
+    n = p.numel()
+    third = max(n // 3, 1)
+    return {
+        "first": float(p[0]),
+        "early": float(p[:third].sum()),
+        "middle": float(p[third : n - third].sum()),
+        "late": float(p[n - third :].sum()),
+        "argmin": int(p.argmin()),
+        "last": float(p[-1]),
+    }
+
+
+def fit_lengths(family: Any, model: Any, lengths: Sequence[int]) -> list[int]:
+    """The lengths whose pairs fit the model's context (largest kept by bisection).
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> fit_lengths(osl.tasks.ones(), osl.load_model("tiny-gpt2"), [1, 10, 5000])[-1]
+        1023
+    """
+    wanted = sorted(set(int(k) for k in lengths))
+
+    def fits(k: int) -> bool:
+        try:
+            family.pairs(model, [k])
+        except PromptTooLongError:
+            return False
+        return True
+
+    if not wanted or fits(wanted[-1]):
+        return wanted
+    low, high = 1, wanted[-1]  # fits(low) assumed; fits(high) is False
+    if not fits(low):
+        return []
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return sorted({k for k in wanted if k <= low} | {low})
+
+
+# ---------------------------------------------------------------- steps
+@dataclass(frozen=True)
+class CollapseStep:
+    """``osl.collapse`` on one family (one panel of Fig 5).
+
+    Attributes:
+        key: File stem and summary key.
+        title: Section heading.
+        family: Builds the family (called when the step runs).
+        lengths: Lengths asked for (cut to the model's context when run).
+        precisions: Precisions measured.
+        plot_precisions: The precisions the Fig 5 panel shows.
+        sweep: Also report the collapse length of every precision against 1/ε.
+    """
+
+    key: str
+    title: str
+    family: Callable[[], Any]
+    lengths: tuple[int, ...]
+    precisions: tuple[str, ...]
+    plot_precisions: tuple[str, ...]
+    sweep: bool = False
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """``osl.trace`` (sensitivity beside the path bound) on one flow prompt of ``n`` tokens."""
+
+    key: str
+    title: str
+    prompt: str
+    n: int
+    probes: int
+    layers: Callable[[int], list[Any]]
+
+
+@dataclass(frozen=True)
+class BehaviourStep:
+    """Greedy answers against length (``osl.behaviour``), when the package has it."""
+
+    key: str
+    title: str
+    task: str
+    lengths: tuple[int, ...]
+    samples: int
+    max_new_tokens: int
+
+
+Step = CollapseStep | TraceStep | BehaviourStep
+
+
+@dataclass(frozen=True)
+class Suite:
+    """The steps of a report, in the order they run."""
+
+    name: str
+    quick: bool
+    steps: tuple[Step, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def paper_suite(*, quick: bool = False, precisions: Sequence[str] | None = None) -> Suite:
+    """The paper's measurements: Fig 5 (a)–(d), flow profiles, precision sweep, behaviour.
+
+    Args:
+        quick: Lengths up to 200 and 64-token flow prompts (about 1 minute on SmolLM2)
+            instead of lengths up to 1000 and 256-token prompts.
+        precisions: Fig 5 precisions (default :data:`REPORT_PRECISIONS`); the sweep adds
+            :data:`SWEEP_PRECISIONS` to panel (a).
+
+    Example:
+        >>> [s.key for s in paper_suite(quick=True).steps][:3]
+        ['fig5_a_count_ones', 'fig5_b_random_digits', 'fig5_c_copy_ones']
+    """
+    main = tuple(precisions) if precisions else REPORT_PRECISIONS
+    sweep = main + tuple(p for p in SWEEP_PRECISIONS if p not in main)
+    top = 200 if quick else 1000
+    dense = tuple(range(1, top + 1))  # nested families: one pass serves every length
+    sparse = tuple(k for k in FIG5_LENGTHS if k <= top + 1) + ((top + 1,) if quick else ())
+    families = fig5_families(True)
+    steps: list[Step] = []
+    for name, family in families.items():
+        steps.append(
+            CollapseStep(
+                key=f"fig5_{name}",
+                title=f"Fig 5{FIG5_TITLES[name]}",
+                family=lambda f=family: f,
+                lengths=dense if family.nested else sparse,
+                precisions=sweep if name == "a_count_ones" else main,
+                plot_precisions=main,
+                sweep=name == "a_count_ones",
+            )
+        )
+    n, probes = (64, 8) if quick else (256, 16)
+    for prompt in ("count_ones", "last_digit"):
+        steps.append(
+            TraceStep(
+                key=f"flow_{prompt}_{n}",
+                title=f"Sensitivity and attention paths: {prompt}, n = {n}",
+                prompt=prompt,
+                n=n,
+                probes=probes,
+                layers=(lambda _: ["final"]) if quick else depths,
+            )
+        )
+    steps += behaviour_steps(quick)
+    return Suite("paper", quick, tuple(steps))
+
+
+def behaviour_steps(quick: bool) -> list[Step]:
+    """WIRING HOOK: greedy-answer accuracy against length, once ``osl.behaviour`` exists.
+
+    Returns no step while the package has no ``behaviour`` function or no task
+    ``copy_last``/``count_ones`` in ``osl.tasks``; the report then says it was left out.
+    """
+    from .. import tasks as task_module
+
+    try:
+        from .. import behaviour as _  # type: ignore[attr-defined]  # noqa: F401
+    except ImportError:
+        return []
+    lengths = (1, 2, 5, 10, 20) if quick else (1, 2, 5, 10, 20, 50, 100, 200)
+    steps: list[Step] = []
+    for task in ("copy_last", "count_ones"):
+        if hasattr(task_module, task):
+            steps.append(
+                BehaviourStep(
+                    key=f"behaviour_{task}",
+                    title=f"Behaviour: {task}",
+                    task=task,
+                    lengths=lengths,
+                    samples=2 if quick else 8,
+                    max_new_tokens=4,
+                )
+            )
+    return steps
+
+
+SUITES: dict[str, Callable[..., Suite]] = {"paper": paper_suite}
+"""Report suites by name."""
+
+
+def get_suite(name: str, *, quick: bool = False, precisions: Sequence[str] | None = None) -> Suite:
+    """A suite by name.
+
+    Raises:
+        ValueError: For an unknown name, listing the known ones.
+
+    Example:
+        >>> get_suite("paper", quick=True).quick
+        True
+    """
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}: choose one of {', '.join(sorted(SUITES))}")
+    return SUITES[name](quick=quick, precisions=precisions)
