@@ -399,17 +399,21 @@ class Task:
     # -------------------------------------------------------------- answers
     @property
     def max_new_tokens(self) -> int:
-        """Tokens to generate: the answer format and a number (512 with chain of thought).
+        """Tokens to generate: 24 in paper style (512 with chain of thought), 5 compact.
+
+        The filled answer format is at most 13 tokens for SmolLM2 (16 for the tiny
+        models' small vocabulary) with a 3-digit answer, which leaves room for a short
+        preamble ("Sure! "); compact answers are up to four digits and the newline.
 
         Example:
             >>> from oversquash_lens import tasks
             >>> task = tasks.count_ones()
             >>> task.max_new_tokens, task.replace(style="compact").max_new_tokens
-            (16, 5)
+            (24, 5)
         """
         if self.style == "compact":
-            return 5  # up to four digits and the newline
-        return 16 if self.cot is None else 512
+            return 5
+        return 24 if self.cot is None else 512
 
     def parse(self, output: str) -> int | None:
         """The integer answer in generated text (:func:`parse_answer` with this style).
