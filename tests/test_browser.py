@@ -119,7 +119,7 @@ def test_attention_heads_render_offline(chromium: str, load: Any, tmp_path: Path
 def test_one_page_of_many_views(chromium: str, load: Any, tmp_path: Path) -> None:
     model = load("tiny-llama", BACKENDS[0])
     flow = osl.trace(model, "1 1 1 1 1", method="exact")
-    result = osl.collapse(model, tasks.ones(), [2, 3], ["float32"])
+    result = osl.collapse(model, tasks.ones(), [2, 3], ["float32"], progress=False)
     pair = tasks.ones().pair(model, 3)
     adapter = osl.ModelAdapter(model)
     views = [

@@ -95,6 +95,10 @@ def fixed_views() -> list[Any]:
     ]
 
 
+def components(view: render.Rendered) -> list[render.Component]:
+    return [part for part in view.parts if isinstance(part, render.Component)]
+
+
 def normalized(text: str) -> str:
     """The page with the bundle and the circuitsvis version replaced by placeholders."""
     text = text.replace(render.bundle(), "/* circuitsvis bundle */")
@@ -174,7 +178,7 @@ def test_script_json_round_trips_and_hides_markup(token: str) -> None:
 
 def test_tokens_are_html_escaped_once() -> None:
     view = render.colored_tokens(TRICKY, torch.arange(len(TRICKY), dtype=torch.float32))
-    props = view.parts[0].props
+    props = components(view)[0].props
     assert [html.unescape(t) for t in props["tokens"]] == TRICKY
     assert props["tokens"][0] == "&lt;bos&gt;" and props["tokens"][3] == "&amp;amp;"
     fragment = view.fragment("v")
@@ -217,11 +221,11 @@ def test_views_send_only_what_is_shown(load: Any) -> None:
     model = load("tiny-gpt2", BACKENDS[0])
     prompt = " ".join(["1"] * 30)
     heads = render.attention_heads(model, prompt, layers=[1], heads=[0], max_tokens=8)
-    props = heads.parts[1].props
+    props = components(heads)[0].props
     assert len(props["attention"]) == 1 and len(props["attention"][0]) == 8
     assert all(len(row) == 8 for row in props["attention"][0])
     assert len(props["tokens"]) == 8
-    paths = heads.parts[-1].props
+    paths = components(heads)[-1].props
     assert len(paths["tokens"]) == 8 and len(paths["values"][0]) == model.cfg.n_layers
     print(f"attention view (1 layer x 1 head, 8 tokens): {len(heads.fragment('v'))} characters")
 
@@ -268,12 +272,12 @@ def test_attention_heads_defaults_and_refusals(load: Any) -> None:
     assert [p.name for p in only_paths.parts if isinstance(p, render.Component)] == [
         "ColoredTokensMulti"
     ]
-    assert only_paths.parts[-1].props["tokens"] == [" 1", " 1"]
+    assert components(only_paths)[-1].props["tokens"] == [" 1", " 1"]
 
 
 def test_flow_tokens_rows_are_layers() -> None:
     view = render.flow_tokens(sensitivity_result())
-    props = view.parts[0].props
+    props = components(view)[0].props
     assert props["labels"] == ["v(1) after block 0", "y_n (final norm)"]
     assert props["values"] == [[3, 2], [1.5, 1e-05], [0.75, 123500]]  # [token, row]
     with pytest.raises(ValueError, match="kind='sensitivity'"):
@@ -371,3 +375,34 @@ def test_precision_lines_sit_at_the_epsilons() -> None:
     assert [line.get_ydata()[0] for line in lines] == [2.0**-7, 2.0**-10, 2.0**-23]
     assert [line.get_label() for line in lines][2] == "2^-23 (fp32 ε)"
     plt.close(fig)
+
+
+def test_result_plots_share_the_style(load: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    from oversquash_lens.render._style import COLORS
+
+    def first_colour(ax: Any) -> str:
+        import matplotlib.colors
+
+        return matplotlib.colors.to_hex(ax.get_lines()[0].get_color())
+
+    def grid_on(ax: Any) -> bool:
+        return any(line.get_visible() for line in ax.xaxis.get_gridlines())
+
+    model = load("tiny-gpt2", BACKENDS[0])
+    collapse = osl.collapse(model, osl.tasks.ones(), [2, 4], ["float32"], progress=False)
+    ax = collapse.plot(layer=None)
+    assert ax.get_xscale() == ax.get_yscale() == "log"  # Fig 5: log-log
+    eps_lines = [line for line in ax.get_lines() if "ε" in line.get_label()]
+    assert [line.get_ydata()[0] for line in eps_lines] == [2.0**-7, 2.0**-10]
+    assert first_colour(ax) == COLORS[0].lower() and grid_on(ax)
+    for ax in (path_result().plot(), sensitivity_result().plot()):
+        assert ax.get_yscale() == "log" and grid_on(ax)
+        assert first_colour(ax) == COLORS[0].lower()
+    flow = osl.FlowResult.combine(path_result(), sensitivity_result())
+    figure = flow.plot()
+    profile, scatter, *heatmaps = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    assert grid_on(profile) and grid_on(scatter) and not any(grid_on(ax) for ax in heatmaps)
+    assert scatter.get_xscale() == scatter.get_yscale() == "log"
+    plt.close("all")

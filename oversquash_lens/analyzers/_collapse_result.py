@@ -279,44 +279,55 @@ class CollapseResult(Result):
         """
         import matplotlib.pyplot as plt
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
-        j = METRICS.index(metric)
-        x = list(self.lengths)
-        chosen = precisions if precisions is not None else list(self.precisions)
-        use_heads = layer is not None and len(self.head_layers) > 0
-        plotted: list[Tensor] = []
-        for label in chosen:
-            p = self.precision_index(label)
-            if use_heads:
-                li = self._head_layer_index(layer)
-                values = self.head_distances[p, :, li, :, j]
-                mean, low, high = values.mean(-1), values.amin(-1), values.amax(-1)
-                plotted += [low, high]
-                noise = self.head_noise[p, :, li, :, j].amax(-1)
-                line = ax.plot(x, mean.numpy(), marker="o", label=f"{label} (mean over heads)")
-                ax.fill_between(x, low.numpy(), high.numpy(), alpha=0.2, color=line[0].get_color())
-                what = f"layer {self.head_layers[li]} heads"
-            else:
-                k = self.point_index(point)
-                mean = self.distances[p, :, k, j]
-                noise = self.noise[p, :, k, j]
-                line = ax.plot(x, mean.numpy(), marker="o", label=label)
-                plotted.append(mean)
-                what = self.points[k]
-            finite = torch.nan_to_num(noise, nan=0.0).clamp_min(1e-300)
-            ax.fill_between(x, 1e-300, finite.numpy(), alpha=0.15, color="grey", hatch="//")
-        ax.axhline(BF16_EPS, ls="--", color="black", lw=1, label="2^-7 (bf16 ε)")
-        ax.axhline(FP16_EPS, ls=":", color="black", lw=1, label="2^-10 (fp16 ε)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("length k")
-        ax.set_ylabel(f"{metric} distance, {what}")
-        ax.set_title(f"{self.family} ({self.mode}) — {self.provenance.model_name}")
-        ax.legend(fontsize=7)
-        shown = torch.cat([torch.as_tensor(y).flatten() for y in plotted])
-        positive = shown[shown > 0]
-        top = max(float(positive.max()) * 3 if positive.numel() else 1.0, BF16_EPS * 3)
-        bottom = min(float(positive.min()) / 10 if positive.numel() else 1e-6, FP16_EPS / 3)
-        ax.set_ylim(max(bottom, 1e-16), top)
-        return ax
+        from ..render._style import log_axes, precision_lines, style
+
+        with style():
+            if ax is None:
+                _, ax = plt.subplots(figsize=(6, 4))
+            j = METRICS.index(metric)
+            x = list(self.lengths)
+            chosen = precisions if precisions is not None else list(self.precisions)
+            use_heads = layer is not None and len(self.head_layers) > 0
+            plotted: list[Tensor] = []
+            for label in chosen:
+                p = self.precision_index(label)
+                if use_heads:
+                    li = self._head_layer_index(layer)
+                    values = self.head_distances[p, :, li, :, j]
+                    mean, low, high = values.mean(-1), values.amin(-1), values.amax(-1)
+                    plotted += [low, high]
+                    noise = self.head_noise[p, :, li, :, j].amax(-1)
+                    line = ax.plot(x, mean.numpy(), marker="o", label=f"{label} (mean over heads)")
+                    ax.fill_between(
+                        x, low.numpy(), high.numpy(), alpha=0.2, color=line[0].get_color()
+                    )
+                    what = f"layer {self.head_layers[li]} heads"
+                else:
+                    k = self.point_index(point)
+                    mean = self.distances[p, :, k, j]
+                    noise = self.noise[p, :, k, j]
+                    line = ax.plot(x, mean.numpy(), marker="o", label=label)
+                    plotted.append(mean)
+                    what = self.points[k]
+                finite = torch.nan_to_num(noise, nan=0.0).clamp_min(1e-300)
+                ax.fill_between(
+                    x,
+                    1e-300,
+                    finite.numpy(),
+                    alpha=0.15,
+                    color="grey",
+                    hatch="//",
+                    label="noise floor" if label == chosen[0] else None,
+                )
+            precision_lines(ax, ["bfloat16", "float16"])
+            log_axes(ax, x=True, y=True)
+            ax.set_xlabel("length k (tokens)")
+            ax.set_ylabel(f"{metric} distance, {what}")
+            ax.set_title(f"{self.family} ({self.mode}) — {self.provenance.model_name}")
+            ax.legend(fontsize=7)
+            shown = torch.cat([torch.as_tensor(y).flatten() for y in plotted])
+            positive = shown[shown > 0]
+            top = max(float(positive.max()) * 3 if positive.numel() else 1.0, BF16_EPS * 3)
+            bottom = min(float(positive.min()) / 10 if positive.numel() else 1e-6, FP16_EPS / 3)
+            ax.set_ylim(max(bottom, 1e-16), top)
+            return ax

@@ -156,59 +156,72 @@ class FlowResult(Result):
         """Sensitivity and path weight over positions (each scaled to sum 1), log scale."""
         import matplotlib.pyplot as plt
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 3.5))
-        k = self.point_index(point)
-        x = range(self.sensitivity.shape[-1])
-        for values, label in ((self.sensitivity, "sensitivity"), (self.paths, self.path_method)):
-            row_values = values[row, k]
-            ax.plot(x, (row_values / row_values.sum()).numpy(), label=label)
-        ax.set_yscale("log")
-        ax.set_xlabel("input position i")
-        ax.set_ylabel("share of the total")
-        ax.set_title(
-            f"{_short(self.points[k])}: ρ = {float(self.spearman[row, k]):.2f}, "
-            f"τ = {float(self.kendall[row, k]):.2f}"
-        )
-        ax.legend()
-        return ax
+        from ..render._style import style
+
+        with style():
+            if ax is None:
+                _, ax = plt.subplots(figsize=(7, 3.5))
+            k = self.point_index(point)
+            x = range(self.sensitivity.shape[-1])
+            for values, label in (
+                (self.sensitivity, "sensitivity"),
+                (self.paths, self.path_method),
+            ):
+                row_values = values[row, k]
+                ax.plot(x, (row_values / row_values.sum()).numpy(), label=label)
+            ax.set_yscale("log")
+            ax.set_xlabel("input position i")
+            ax.set_ylabel("share of the total")
+            ax.set_title(
+                f"{_short(self.points[k])}: ρ = {float(self.spearman[row, k]):.2f}, "
+                f"τ = {float(self.kendall[row, k]):.2f}"
+            )
+            ax.legend()
+            return ax
 
     def plot_heatmap(self, axes: Any = None, *, row: int = 0) -> Any:
         """Two layer × position heatmaps (log10): sensitivity and path weights."""
         import matplotlib.pyplot as plt
 
-        if axes is None:
-            _, axes = plt.subplots(1, 2, figsize=(11, 4))
-        tiny = torch.finfo(torch.float64).tiny
-        for ax, values, title in (
-            (axes[0], self.sensitivity[row], "log10 sensitivity"),
-            (axes[1], self.paths[row], f"log10 {self.path_method} paths"),
-        ):
-            image = ax.imshow(values.clamp_min(tiny).log10().numpy(), aspect="auto")
-            ax.set_xlabel("input position i")
-            ax.set_ylabel("point (block output; last: y_n)")
-            ax.set_title(title)
-            ax.figure.colorbar(image, ax=ax)
-        return axes
+        from ..render._style import style
+
+        with style():
+            if axes is None:
+                _, axes = plt.subplots(1, 2, figsize=(11, 4))
+            tiny = torch.finfo(torch.float64).tiny
+            for ax, values, title in (
+                (axes[0], self.sensitivity[row], "log10 sensitivity"),
+                (axes[1], self.paths[row], f"log10 {self.path_method} paths"),
+            ):
+                image = ax.imshow(values.clamp_min(tiny).log10().numpy(), aspect="auto")
+                ax.set_xlabel("input position i")
+                ax.set_ylabel("point (block output; last: y_n)")
+                ax.set_title(title)
+                ax.figure.colorbar(image, ax=ax)
+                ax.grid(False)  # no grid over an image
+            return axes
 
     def plot_scatter(self, ax: Any = None, *, point: int | str | None = None, row: int = 0) -> Any:
         """Bound (constant × paths) against measured sensitivity, log-log, one dot per position."""
         import matplotlib.pyplot as plt
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(4.5, 4.5))
-        k = self.point_index(point)
-        bound = (self.constant[k] * self.paths[row, k]).numpy()
-        measured = self.sensitivity[row, k].numpy()
-        colours = range(len(measured))
-        dots = ax.scatter(bound, measured, c=colours, cmap="viridis", s=12)
-        ax.figure.colorbar(dots, ax=ax, label="position")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(f"{self.path_method} path weight × C")
-        ax.set_ylabel("measured sensitivity")
-        ax.set_title(f"{_short(self.points[k])}: Spearman {float(self.spearman[row, k]):.2f}")
-        return ax
+        from ..render._style import style
+
+        with style():
+            if ax is None:
+                _, ax = plt.subplots(figsize=(4.5, 4.5))
+            k = self.point_index(point)
+            bound = (self.constant[k] * self.paths[row, k]).numpy()
+            measured = self.sensitivity[row, k].numpy()
+            colours = range(len(measured))
+            dots = ax.scatter(bound, measured, c=colours, cmap="viridis", s=12)
+            ax.figure.colorbar(dots, ax=ax, label="position")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(f"{self.path_method} path weight × C")
+            ax.set_ylabel("measured sensitivity")
+            ax.set_title(f"{_short(self.points[k])}: Spearman {float(self.spearman[row, k]):.2f}")
+            return ax
 
     def plot(self, *, point: int | str | None = None) -> Any:
         """Profile, heatmaps and scatter in one figure.
@@ -218,14 +231,17 @@ class FlowResult(Result):
         """
         import matplotlib.pyplot as plt
 
-        fig = plt.figure(figsize=(13, 7.5))
-        grid = fig.add_gridspec(2, 3)
-        self.plot_profile(fig.add_subplot(grid[0, :2]), point=point)
-        self.plot_scatter(fig.add_subplot(grid[0, 2]), point=point)
-        self.plot_heatmap([fig.add_subplot(grid[1, :2]), fig.add_subplot(grid[1, 2])])
-        fig.suptitle(self.provenance.model_name)
-        fig.tight_layout()
-        return fig
+        from ..render._style import style
+
+        with style():
+            fig = plt.figure(figsize=(13, 7.5))
+            grid = fig.add_gridspec(2, 3)
+            self.plot_profile(fig.add_subplot(grid[0, :2]), point=point)
+            self.plot_scatter(fig.add_subplot(grid[0, 2]), point=point)
+            self.plot_heatmap([fig.add_subplot(grid[1, :2]), fig.add_subplot(grid[1, 2])])
+            fig.suptitle(self.provenance.model_name)
+            fig.tight_layout()
+            return fig
 
 
 def _paired_layer(point: str, n_layers: int) -> int:

@@ -210,39 +210,45 @@ class PathResult(Result):
         """
         import matplotlib.pyplot as plt
 
-        if kind not in ("profile", "heatmap"):
-            raise ValueError(f"kind must be 'profile' or 'heatmap', got {kind!r}")
-        values = (self.attenuation if relative else self.weights)[batch]
-        label = "weight / uniform-attention weight" if relative else f"{self.method} path weight"
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 3.5))
-        if kind == "heatmap":
-            image = ax.imshow(
-                torch.log10(values.clamp(min=1e-300)).numpy(),
-                aspect="auto",
-                origin="lower",
-                interpolation="nearest",
+        from ..render._style import style
+
+        with style():
+            if kind not in ("profile", "heatmap"):
+                raise ValueError(f"kind must be 'profile' or 'heatmap', got {kind!r}")
+            values = (self.attenuation if relative else self.weights)[batch]
+            label = (
+                "weight / uniform-attention weight" if relative else f"{self.method} path weight"
             )
-            ax.figure.colorbar(image, ax=ax, label=f"log10 {label}")
-            ax.set_ylabel("layer ℓ (paths through layers 0..ℓ)")
-        else:
-            chosen = layers if layers is not None else self._default_layers()
-            for index, layer in enumerate(chosen):
-                line = ax.plot(values[layer].numpy(), label=f"layer {layer}")[0]
-                if not relative:
-                    ax.plot(
-                        self.uniform[layer].numpy(),
-                        linestyle="--",
-                        color=line.get_color(),
-                        alpha=0.5,
-                        label="uniform attention" if index == 0 else None,
-                    )
-            ax.set_yscale("log")
-            ax.set_ylabel(label)
-            ax.legend(fontsize="small")
-        ax.set_xlabel("input position i")
-        ax.set_title(f"{self.provenance.model_name}: {self.method} paths to the last token")
-        return ax
+            if ax is None:
+                _, ax = plt.subplots(figsize=(7, 3.5))
+            if kind == "heatmap":
+                image = ax.imshow(
+                    torch.log10(values.clamp(min=1e-300)).numpy(),
+                    aspect="auto",
+                    origin="lower",
+                    interpolation="nearest",
+                )
+                ax.figure.colorbar(image, ax=ax, label=f"log10 {label}")
+                ax.grid(False)  # no grid over an image
+                ax.set_ylabel("layer ℓ (paths through layers 0..ℓ)")
+            else:
+                chosen = layers if layers is not None else self._default_layers()
+                for index, layer in enumerate(chosen):
+                    line = ax.plot(values[layer].numpy(), label=f"layer {layer}")[0]
+                    if not relative:
+                        ax.plot(
+                            self.uniform[layer].numpy(),
+                            linestyle="--",
+                            color=line.get_color(),
+                            alpha=0.5,
+                            label="uniform attention" if index == 0 else None,
+                        )
+                ax.set_yscale("log")
+                ax.set_ylabel(label)
+                ax.legend(fontsize="small")
+            ax.set_xlabel("input position i")
+            ax.set_title(f"{self.provenance.model_name}: {self.method} paths to the last token")
+            return ax
 
     def _default_layers(self) -> list[int]:
         count = min(5, self.n_layers)

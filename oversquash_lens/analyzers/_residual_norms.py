@@ -61,16 +61,21 @@ class ResidualNormsResult(Result):
         """
         import matplotlib.pyplot as plt
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
-        for b in range(self.norms.shape[0]):
-            ax.plot(range(len(self.points)), self.norms[b].numpy(), marker="o", label=f"row {b}")
-        ax.set_xlabel("residual point k (v(k); 0 = embeddings)")
-        ax.set_ylabel(f"‖residual[{self.position}]‖₂")
-        ax.set_title(self.provenance.model_name)
-        if self.norms.shape[0] > 1:
-            ax.legend()
-        return ax
+        from ..render._style import style
+
+        with style():
+            if ax is None:
+                _, ax = plt.subplots(figsize=(6, 3.5))
+            for b in range(self.norms.shape[0]):
+                ax.plot(
+                    range(len(self.points)), self.norms[b].numpy(), marker="o", label=f"row {b}"
+                )
+            ax.set_xlabel("residual point k (v(k); 0 = embeddings)")
+            ax.set_ylabel(f"‖residual[{self.position}]‖₂")
+            ax.set_title(self.provenance.model_name)
+            if self.norms.shape[0] > 1:
+                ax.legend()
+            return ax
 
 
 class ResidualNorms(Analyzer):

@@ -143,40 +143,46 @@ class SensitivityResult(Result):
         import matplotlib.pyplot as plt
         from matplotlib.colors import LogNorm
 
-        if kind not in ("profile", "heatmap"):
-            raise ValueError(f"kind must be 'profile' or 'heatmap', got {kind!r}")
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 4))
-        values = self.norms[batch].numpy()
-        symbol = "‖·‖_F" if self.norm == "fro" else "‖·‖₂"
-        title = f"{self.provenance.model_name}: {symbol} of ∂h/∂x_i ({self.method})"
-        if kind == "heatmap":
-            positive = values[values > 0]
-            floor = float(positive.min()) if positive.size else 1.0
-            image = ax.imshow(
-                values.clip(min=floor), aspect="auto", norm=LogNorm(), interpolation="nearest"
-            )
-            ax.set_yticks(range(len(self.points)), [_short(p) for p in self.points])
-            ax.set_xlabel("input position i")
-            ax.figure.colorbar(image, ax=ax, label=symbol)
-            ax.set_title(title)
-            return ax
-        chosen = self._default_points() if points is None else [self.point_index(p) for p in points]
-        positions = range(values.shape[1])
-        for k in chosen:
-            line = ax.plot(positions, values[k], marker=".", label=_short(self.points[k]))[0]
-            if self.stderr is not None:
-                spread = 1.96 * self.stderr[batch, k].numpy()
-                low = (values[k] - spread).clip(min=values[k] * 1e-3)
-                ax.fill_between(
-                    positions, low, values[k] + spread, alpha=0.2, color=line.get_color()
+        from ..render._style import style
+
+        with style():
+            if kind not in ("profile", "heatmap"):
+                raise ValueError(f"kind must be 'profile' or 'heatmap', got {kind!r}")
+            if ax is None:
+                _, ax = plt.subplots(figsize=(7, 4))
+            values = self.norms[batch].numpy()
+            symbol = "‖·‖_F" if self.norm == "fro" else "‖·‖₂"
+            title = f"{self.provenance.model_name}: {symbol} of ∂h/∂x_i ({self.method})"
+            if kind == "heatmap":
+                positive = values[values > 0]
+                floor = float(positive.min()) if positive.size else 1.0
+                image = ax.imshow(
+                    values.clip(min=floor), aspect="auto", norm=LogNorm(), interpolation="nearest"
                 )
-        ax.set_yscale("log")
-        ax.set_xlabel("input position i")
-        ax.set_ylabel(symbol)
-        ax.set_title(title)
-        ax.legend(fontsize="small")
-        return ax
+                ax.set_yticks(range(len(self.points)), [_short(p) for p in self.points])
+                ax.set_xlabel("input position i")
+                ax.figure.colorbar(image, ax=ax, label=symbol)
+                ax.grid(False)  # no grid over an image
+                ax.set_title(title)
+                return ax
+            chosen = (
+                self._default_points() if points is None else [self.point_index(p) for p in points]
+            )
+            positions = range(values.shape[1])
+            for k in chosen:
+                line = ax.plot(positions, values[k], marker=".", label=_short(self.points[k]))[0]
+                if self.stderr is not None:
+                    spread = 1.96 * self.stderr[batch, k].numpy()
+                    low = (values[k] - spread).clip(min=values[k] * 1e-3)
+                    ax.fill_between(
+                        positions, low, values[k] + spread, alpha=0.2, color=line.get_color()
+                    )
+            ax.set_yscale("log")
+            ax.set_xlabel("input position i")
+            ax.set_ylabel(symbol)
+            ax.set_title(title)
+            ax.legend(fontsize="small")
+            return ax
 
     def _default_points(self) -> list[int]:
         n = len(self.points)

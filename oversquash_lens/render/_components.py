@@ -258,7 +258,7 @@ def collapse_pair(
         >>> import oversquash_lens as osl
         >>> from oversquash_lens import render, tasks
         >>> model = osl.load_model("tiny-gpt2")
-        >>> result = osl.collapse(model, tasks.ones(), [2, 4], ["float32"])
+        >>> result = osl.collapse(model, tasks.ones(), [2, 4], ["float32"], progress=False)
         >>> render.collapse_pair(result, 4).title
         'repeated_last: k = 4, float32'
     """

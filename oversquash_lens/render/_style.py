@@ -121,7 +121,7 @@ def save_figure(
         buffer = io.BytesIO()
         metadata = {"Date": None} if fmt == "svg" else None  # no timestamp: stable files
         with matplotlib.rc_context({"svg.hashsalt": RC_PARAMS["svg.hashsalt"]}):
-            fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+            fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata, bbox_inches="tight")
         target = stem.with_name(f"{stem.name}.{fmt}")
         atomic_write_bytes(target, buffer.getvalue())
         written.append(target)
