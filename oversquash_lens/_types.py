@@ -47,3 +47,21 @@ InputGrads = Float[Tensor, "chunk batch pos d_in"]
 PositionNorms = Float64[Tensor, "batch pos"]
 SensitivityNorms = Float64[Tensor, "batch point pos"]
 __all__ += ["Cotangents", "InputGrads", "PositionNorms", "SensitivityNorms"]
+
+# Glasses comparison (_glasses.py, _glasses_result.py)
+from jaxtyping import Bool  # noqa: E402  (kept with the aliases that use it)
+
+VariantValues = Float64[Tensor, "variant length"]
+VariantFlags = Bool[Tensor, "variant length"]
+VariantInts = Int[Tensor, "variant length"]
+SpacingValues = Float64[Tensor, "spacing length"]
+SpacingFlags = Bool[Tensor, "spacing length"]
+__all__ += ["SpacingFlags", "SpacingValues", "VariantFlags", "VariantInts", "VariantValues"]
+
+# Behaviour sweeps (_behaviour_result.py): one entry per generated answer
+from jaxtyping import Bool  # noqa: E402, F811  (kept with the aliases that use it)
+
+RowInts = Int[Tensor, " row"]
+RowFlags = Bool[Tensor, " row"]
+RowFloats = Float64[Tensor, " row"]
+__all__ += ["RowFlags", "RowFloats", "RowInts"]

@@ -1,0 +1,671 @@
+"""``osl.compare_glasses``: the paper's mitigations ("glasses", §6) side by side.
+
+A :class:`Variant` changes a task (separators, a hint, the prompt order), the precision
+or the BOS choice. For each variant and length, :func:`compare_glasses` measures the
+collapse of the pair k vs k + 1 (through :func:`~oversquash_lens.collapse`), the
+sensitivity of the final representation to the answer-relevant token (through
+:func:`~oversquash_lens.sensitivity`) and, optionally, the greedy accuracy (through
+:func:`~oversquash_lens.behaviour`). :func:`separator_search` finds the sparsest
+separators that keep every pair apart. No distance or Jacobian is re-implemented here.
+"""
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ._adapter import ModelAdapter
+from ._collapse import _precision_context, collapse, parse_precision
+from ._glasses_result import GlassesResult, SeparatorSearch
+from .analyzers._collapse_math import METRICS
+from .analyzers._sensitivity_fn import sensitivity as _sensitivity
+from .precision import get_format
+from .tasks._base import Lengths, SequenceFamily, SequencePair, check_lengths
+
+SPELLINGS = (
+    "baseline",
+    "sep:<every>[:left|right]",
+    "hint",
+    "cot[:zero_shot|few_shot]",
+    "question_first",
+    "format_first",
+    "precision:<format>",
+    "bos",
+    "no_bos",
+)
+"""String shorthands :func:`parse_variant` accepts; join several with ``+``."""
+
+SENSITIVITY_METHODS = ("hutchinson", "exact", "none")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One mitigation: changes to the task, and optionally a precision or BOS choice.
+
+    Attributes:
+        label: Name shown in tables and legends.
+        task_changes: Field values to replace in the task (``dataclasses.replace``).
+        precision: Precision to run in instead of the comparison's default (None: keep).
+        prepend_bos: Force a BOS token on (True) or off (False); None: the task's default.
+
+    Example:
+        >>> Variant("commas", {"separator": ",", "every": 3}).task_changes["every"]
+        3
+    """
+
+    label: str
+    task_changes: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None
+    prepend_bos: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise ValueError("a Variant needs a non-empty label")
+        if self.precision is not None:
+            get_format(self.precision.removeprefix("emulate:"))  # fails early on a bad name
+        if self.prepend_bos is not None and not isinstance(self.prepend_bos, bool):
+            raise TypeError(f"prepend_bos must be None, True or False, got {self.prepend_bos!r}")
+
+    def __hash__(self) -> int:
+        return hash((self.label, tuple(sorted(self.task_changes.items())), self.precision))
+
+    def apply(self, task: Any) -> Any:
+        """The task with this variant's changes.
+
+        Raises:
+            ValueError: If the task has no field of that name (names the fields it has).
+
+        Example:
+            >>> from dataclasses import dataclass
+            >>> @dataclass(frozen=True)
+            ... class T:
+            ...     hint: bool = False
+            >>> hint().apply(T())
+            T(hint=True)
+        """
+        if not self.task_changes:
+            return task
+        if not dataclasses.is_dataclass(task) or isinstance(task, type):
+            raise TypeError(f"variants apply to task dataclasses, got {type(task).__name__}")
+        fields = [f.name for f in dataclasses.fields(task)]
+        unknown = sorted(set(self.task_changes) - set(fields))
+        if unknown:
+            raise ValueError(
+                f"variant {self.label!r} changes {unknown}, which task "
+                f"{getattr(task, 'name', type(task).__name__)!r} does not have; its fields: "
+                f"{fields}"
+            )
+        return dataclasses.replace(task, **self.task_changes)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able form (for results).
+
+        Example:
+            >>> bos(False).describe()
+            {'label': 'no_bos', 'task_changes': {}, 'precision': None, 'prepend_bos': False}
+        """
+        return {
+            "label": self.label,
+            "task_changes": dict(self.task_changes),
+            "precision": self.precision,
+            "prepend_bos": self.prepend_bos,
+        }
+
+
+def baseline() -> Variant:
+    """The task as given.
+
+    Example:
+        >>> baseline().label
+        'baseline'
+    """
+    return Variant("baseline")
+
+
+def separators(every: int = 3, group: str = "left", separator: str = ",") -> Variant:
+    """A separator every ``every`` items (Fig 5d, Fig 2c).
+
+    Args:
+        every: Items per group (≥ 1).
+        group: ``"left"``: groups counted from the first item ("111,111,1");
+            ``"right"``: from the last, like thousands ("1,111,111").
+        separator: The separator text.
+
+    Example:
+        >>> separators(3, "right").label
+        'sep:3:right'
+    """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every must be an int >= 1, got {every!r}")
+    if group not in ("left", "right"):
+        raise ValueError(f"group must be 'left' or 'right', got {group!r}")
+    label = f"sep:{every}:{group}" if separator == "," else f"sep:{every}:{group}:{separator!r}"
+    return Variant(label, {"separator": separator, "every": every, "group": group})
+
+
+def hint() -> Variant:
+    """Add the paper's hint ("it's not necessarily a 1, check carefully", Fig 2b).
+
+    Example:
+        >>> hint().task_changes
+        {'hint': True}
+    """
+    return Variant("hint", {"hint": True})
+
+
+def chain_of_thought(kind: str = "zero_shot") -> Variant:
+    """Chain of thought (Fig 3: it does not fix counting); paper-style tasks only.
+
+    Args:
+        kind: ``"zero_shot"`` ("Let's think step by step.") or ``"few_shot"`` (two
+            worked examples first).
+
+    Example:
+        >>> chain_of_thought().task_changes
+        {'cot': 'zero_shot'}
+    """
+    if kind not in ("zero_shot", "few_shot"):
+        raise ValueError(f"chain of thought is 'zero_shot' or 'few_shot', got {kind!r}")
+    return Variant("cot" if kind == "zero_shot" else f"cot:{kind}", {"cot": kind})
+
+
+def order(which: str) -> Variant:
+    """Put the question first (the paper's default) or the answer format first (Fig 11).
+
+    Example:
+        >>> order("format_first").task_changes
+        {'order': 'format_first'}
+    """
+    if which not in ("question_first", "format_first"):
+        raise ValueError(f"order must be 'question_first' or 'format_first', got {which!r}")
+    return Variant(which, {"order": which})
+
+
+def precision(name: str) -> Variant:
+    """Run in another precision (``"float32"``, ``"emulate:float8_e4m3"``...; §6.3).
+
+    Example:
+        >>> precision("float32").precision
+        'float32'
+    """
+    return Variant(f"precision:{name}", precision=name)
+
+
+def bos(on: bool) -> Variant:
+    """Force the BOS token on or off.
+
+    Example:
+        >>> bos(False).label
+        'no_bos'
+    """
+    return Variant("bos" if on else "no_bos", prepend_bos=bool(on))
+
+
+def parse_variant(spec: "str | Variant") -> Variant:
+    """A :class:`Variant` from a shorthand; ``+`` combines several (``"sep:3+hint"``).
+
+    Spellings: ``baseline``, ``sep:<every>[:left|right]``, ``hint``,
+    ``cot[:zero_shot|few_shot]``,
+    ``question_first``, ``format_first``, ``precision:<format>``, ``bos``, ``no_bos``.
+
+    Raises:
+        ValueError: For an unknown spelling, listing the valid ones.
+
+    Example:
+        >>> parse_variant("sep:3:right+precision:float32").describe()["task_changes"]
+        {'separator': ',', 'every': 3, 'group': 'right'}
+    """
+    if isinstance(spec, Variant):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"a variant is a Variant or a string, got {spec!r}")
+    parts = [_parse_one(p.strip(), spec) for p in spec.split("+")]
+    if len(parts) == 1:
+        return dataclasses.replace(parts[0], label=spec)  # keep the user's spelling
+    changes: dict[str, Any] = {}
+    precisions = {p.precision for p in parts if p.precision is not None}
+    boses = {p.prepend_bos for p in parts if p.prepend_bos is not None}
+    if len(precisions) > 1 or len(boses) > 1:
+        raise ValueError(f"variant {spec!r} asks for two precisions or two BOS choices")
+    for part in parts:
+        clash = set(changes) & set(part.task_changes)
+        if clash:
+            raise ValueError(f"variant {spec!r} sets {sorted(clash)} twice")
+        changes.update(part.task_changes)
+    return Variant(spec, changes, next(iter(precisions), None), next(iter(boses), None))
+
+
+def _parse_one(text: str, whole: str) -> Variant:
+    fixed = {
+        "baseline": baseline,
+        "hint": hint,
+        "cot": chain_of_thought,
+        "question_first": lambda: order("question_first"),
+        "format_first": lambda: order("format_first"),
+        "bos": lambda: bos(True),
+        "no_bos": lambda: bos(False),
+    }
+    if text in fixed:
+        return fixed[text]()
+    head, _, rest = text.partition(":")
+    try:
+        if head == "sep" and rest:
+            every, _, group = rest.partition(":")
+            return separators(int(every), group or "left")
+        if head == "precision" and rest:
+            return precision(rest)
+        if head == "cot" and rest:
+            return chain_of_thought(rest)
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"bad variant {whole!r}: {error}. Valid spellings: {SPELLINGS}") from None
+    raise ValueError(f"unknown variant {text!r} in {whole!r}; valid spellings: {SPELLINGS}")
+
+
+class glasses:  # noqa: N801 - a namespace read as ``osl.glasses.hint()``
+    """Constructors of the paper's mitigations, as :class:`Variant` objects.
+
+    Example:
+        >>> [v.label for v in (glasses.baseline(), glasses.separators(3), glasses.bos(False))]
+        ['baseline', 'sep:3:left', 'no_bos']
+    """
+
+    Variant: ClassVar = Variant
+    baseline = staticmethod(baseline)
+    separators = staticmethod(separators)
+    hint = staticmethod(hint)
+    chain_of_thought = staticmethod(chain_of_thought)
+    order = staticmethod(order)
+    precision = staticmethod(precision)
+    bos = staticmethod(bos)
+    parse = staticmethod(parse_variant)
+    SPELLINGS: ClassVar = SPELLINGS
+
+
+# ---------------------------------------------------------------------- task plumbing
+def _task_name(task: Any) -> str:
+    return str(getattr(task, "name", type(task).__name__))
+
+
+def _task_params(task: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(task) and not isinstance(task, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(task):
+            value = getattr(task, f.name)
+            ok = value is None or isinstance(value, (str, int, float, bool))
+            out[f.name] = value if ok else repr(value)
+        return out
+    return {"repr": repr(task)}
+
+
+def _accepts(method: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _token_kwargs(method: Any, chat: bool | None, prepend_bos: bool | None) -> dict[str, Any]:
+    """``chat`` / ``prepend_bos`` keywords for a task method, the ones that are set."""
+    out: dict[str, Any] = {}
+    for name, value in (("chat", chat), ("prepend_bos", prepend_bos)):
+        if value is None:
+            continue
+        if not _accepts(method, name):
+            raise TypeError(f"{method.__qualname__} takes no {name}: cannot apply {name}={value}")
+        out[name] = value
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class TaskPairs(SequenceFamily):
+    """A task's instances with k and k + 1 items, as a collapse family.
+
+    Uses ``task.pair(model, k, chat=..., prepend_bos=...)`` (deterministic tasks).
+    """
+
+    task: Any
+    prepend_bos: bool | None = None
+    chat: bool | None = None
+    name: ClassVar[str] = "task"
+
+    def pairs(self, model: Any, lengths: Lengths | None = None) -> list[SequencePair]:
+        """The task's pair at each length (see ``task.pair``)."""
+        ks = check_lengths([1] if lengths is None else lengths, 0)
+        extra = _token_kwargs(self.task.pair, self.chat, self.prepend_bos)
+        return [self.task.pair(model, k, **extra) for k in ks]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able parameters."""
+        return {
+            "family": self.name,
+            "task": _task_name(self.task),
+            "params": _task_params(self.task),
+            "prepend_bos": self.prepend_bos,
+            "chat": self.chat,
+        }
+
+
+def _distinct_instances(task: Any, k: int, samples: int) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for s in range(max(samples, 1)):
+        inst = task.instance(k, s)
+        seen.setdefault(str(inst.text), inst)
+    return list(seen.values())
+
+
+def _sensitivity_row(
+    model: Any,
+    task: Any,
+    k: int,
+    variant: Variant,
+    chat: bool | None,
+    samples: int,
+    method: str,
+    probes: int,
+) -> tuple[int, float, float, float]:
+    """(relevant position of sample 0, its norm, its share, share of all items)."""
+    relevant, norms, shares, items = -1, [], [], []
+    for index, inst in enumerate(_distinct_instances(task, k, samples)):
+        tokens = task.tokens(model, inst, **_token_kwargs(task.tokens, chat, variant.prepend_bos))
+        kwargs = _token_kwargs(task.item_positions, chat, variant.prepend_bos)
+        positions = [int(p) for p in task.item_positions(model, inst, **kwargs)]
+        result = _sensitivity(
+            model, tokens.reshape(1, -1), method=method, probes=probes, layers="final"
+        )
+        row = result.norms[0, result.point_index("final")]
+        total = float(row.sum())
+        items.append(float(row[positions].sum()) / total if total > 0 else math.nan)
+        if inst.relevant_item is not None:
+            position = positions[inst.relevant_item]
+            relevant = position if index == 0 else relevant
+            norms.append(float(row[position]))
+            shares.append(norms[-1] / total if total > 0 else math.nan)
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else math.nan
+
+    return relevant, mean(norms), mean(shares), mean(items)
+
+
+def _accuracy(
+    model: Any, task: Any, lengths: list[int], variant: Variant, chat: bool | None, samples: int
+) -> list[float]:
+    from ._behaviour import behaviour  # lands with issue 5; imported when asked for
+
+    kwargs: dict[str, Any] = {"samples": samples}
+    kwargs.update(_token_kwargs(behaviour, chat, variant.prepend_bos))
+    if _accepts(behaviour, "progress"):
+        kwargs["progress"] = False
+    result = behaviour(model, task, lengths, **kwargs)
+    table = result.accuracy()
+    by_k = dict(zip(table["length"].tolist(), table["accuracy"].tolist(), strict=True))
+    return [float(by_k.get(k, math.nan)) for k in lengths]
+
+
+def _collapse_rows(
+    model: Any, task: Any, lengths: list[int], variant: Variant, chat: bool | None, label: str
+) -> dict[str, torch.Tensor] | None:
+    """y_n distances of k vs k + 1 through osl.collapse; None for tasks without pairs."""
+    family = TaskPairs(task, variant.prepend_bos, chat)
+    try:
+        family.pair(model, lengths[0])
+    except ValueError:
+        k = lengths[-1]
+        if len({task.instance(k, s).text for s in range(8)}) > 1:
+            return None  # a random task: k and k + 1 draw unrelated sequences
+        raise
+    result = collapse(model, family, lengths, [label], heads=False, progress=False)
+    y = result.point_index(None)
+    linf = METRICS.index("linf")
+    argmax_equal = (result.argmax_a[0] == result.argmax_b[0]).long()
+    argmax_equal[result.argmax_a[0] < 0] = -1
+    return {
+        "linf": result.distances[0, :, y, linf],
+        "noise_linf": result.noise[0, :, y, linf],
+        "eps_ratio": result.eps_ratio[0, :, y],
+        "bitwise_equal": result.bitwise_equal[0, :, y],
+        "argmax_equal": argmax_equal,
+    }
+
+
+def compare_glasses(
+    model: Any,
+    task: Any,
+    lengths: Iterable[int],
+    variants: Sequence["str | Variant"] = ("baseline",),
+    *,
+    precision: str = "bfloat16",
+    samples: int = 4,
+    sensitivity: str = "hutchinson",
+    probes: int = 16,
+    behaviour: bool = True,
+    chat: bool | None = None,
+    progress: bool = True,
+) -> GlassesResult:
+    """Collapse, sensitivity and accuracy of a task under each mitigation, side by side.
+
+    Each variant runs entirely in its precision (``variant.precision`` or
+    ``precision``): native dtypes through :func:`~oversquash_lens.native_dtype`,
+    ``"emulate:<format>"`` through :func:`~oversquash_lens.emulate_precision` (rounding is
+    straight-through for the gradients). The model is restored afterwards, also on error.
+
+    Args:
+        model: HookedTransformer or TransformerBridge.
+        task: A task from :mod:`oversquash_lens.tasks` (a frozen dataclass with
+            ``instance``, ``tokens``, ``item_positions`` and ``pair``).
+        lengths: The lengths k (items in the sequence).
+        variants: :class:`Variant` objects or shorthands (see :func:`parse_variant`).
+        precision: Default precision of every variant.
+        samples: Samples per length for accuracy; the sensitivity is averaged over the
+            distinct instances among them (one for deterministic tasks).
+        sensitivity: ``"hutchinson"`` (estimate), ``"exact"`` or ``"none"`` (skip).
+        probes: Hutchinson probes.
+        behaviour: Also generate answers and score them (slow); False leaves accuracy NaN.
+        chat: Chat template for tokens (None: the task's default, see ``Task.tokens``).
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`GlassesResult`.
+
+    Raises:
+        ValueError: For an unknown variant spelling, duplicate labels, or a change the
+            task has no field for.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens.tasks import copy_last
+        >>> model = osl.load_model("tiny-llama")
+        >>> result = compare_glasses(model, copy_last(style="compact"), [2, 4],
+        ...                          ["baseline", "sep:2"], probes=4, behaviour=False,
+        ...                          progress=False)
+        >>> result.linf.shape
+        torch.Size([2, 2])
+    """
+    from tqdm.auto import tqdm
+
+    adapter = ModelAdapter(model)
+    ks = sorted(set(check_lengths(lengths, 1)))
+    parsed = [parse_variant(v) for v in variants]
+    labels = [v.label for v in parsed]
+    if not parsed:
+        raise ValueError("variants is empty: give at least one, e.g. ['baseline', 'sep:3']")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"variant labels repeat: {labels}")
+    if sensitivity not in SENSITIVITY_METHODS:
+        raise ValueError(f"sensitivity must be one of {SENSITIVITY_METHODS}, got {sensitivity!r}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    tasks = [v.apply(task) for v in parsed]  # every change is checked before any pass
+    settings = [parse_precision(v.precision or precision, adapter.device) for v in parsed]
+    shape = (len(parsed), len(ks))
+    nan = torch.full(shape, math.nan, dtype=torch.float64)
+    out: dict[str, torch.Tensor] = {
+        name: nan.clone()
+        for name in (
+            "linf",
+            "noise_linf",
+            "eps_ratio",
+            "relevant_sensitivity",
+            "relevant_share",
+            "items_share",
+            "accuracy",
+        )
+    }
+    out["bitwise_equal"] = torch.zeros(shape, dtype=torch.bool)
+    out["argmax_equal"] = torch.full(shape, -1, dtype=torch.long)
+    out["relevant_position"] = torch.full(shape, -1, dtype=torch.long)
+    steps = len(parsed) * (1 + (sensitivity != "none") * len(ks) + behaviour)
+    bar = tqdm(total=steps, disable=not progress, desc=f"glasses {_task_name(task)}")
+    for v, (variant, vtask, setting) in enumerate(zip(parsed, tasks, settings, strict=True)):
+        bar.set_postfix_str(variant.label)
+        rows = _collapse_rows(model, vtask, ks, variant, chat, setting.label)
+        if rows is not None:
+            for name, values in rows.items():
+                out[name][v] = values
+        bar.update(1)
+        with _precision_context(model, setting):
+            if sensitivity != "none":
+                for i, k in enumerate(ks):
+                    row = _sensitivity_row(
+                        model, vtask, k, variant, chat, samples, sensitivity, probes
+                    )
+                    out["relevant_position"][v, i] = row[0]
+                    out["relevant_sensitivity"][v, i] = row[1]
+                    out["relevant_share"][v, i] = row[2]
+                    out["items_share"][v, i] = row[3]
+                    bar.update(1)
+            if behaviour:
+                out["accuracy"][v] = torch.tensor(
+                    _accuracy(model, vtask, ks, variant, chat, samples), dtype=torch.float64
+                )
+                bar.update(1)
+    bar.close()
+    return GlassesResult(
+        task=_task_name(task),
+        task_params=_task_params(task),
+        variants=tuple(labels),
+        variant_specs=tuple(v.describe() for v in parsed),
+        precisions=tuple(s.label for s in settings),
+        lengths=tuple(ks),
+        samples=samples,
+        sensitivity=sensitivity,
+        probes=probes,
+        provenance=adapter.provenance(
+            precision=", ".join(sorted({s.label for s in settings})),
+            extra={
+                "task": _task_params(task),
+                "variants": [v.describe() for v in parsed],
+                "chat": chat,
+            },
+        ),
+        **out,
+    )
+
+
+def separator_search(
+    model: Any,
+    task: Any,
+    max_length: int,
+    *,
+    precision: str = "bfloat16",
+    spacings: Sequence[int] = (1, 2, 3, 4, 6, 8, 12, 16),
+    group: str = "left",
+    separator: str = ",",
+    criterion: str = "epsilon",
+    lengths: Iterable[int] | None = None,
+    prepend_bos: bool | None = None,
+    chat: bool | None = None,
+    progress: bool = True,
+) -> SeparatorSearch:
+    """The sparsest separators that keep every pair k vs k + 1 apart, up to ``max_length``.
+
+    For each spacing m the task gets a separator every m items (:func:`separators`) and
+    the y_n of k and k + 1 items are compared for every k in ``lengths`` (default
+    1..max_length) by :func:`~oversquash_lens.collapse`. A spacing keeps the pairs apart
+    when the criterion holds at every length: ``"epsilon"`` (default, the paper's dashed
+    line): float64 L∞ ≥ the precision's machine epsilon; ``"bits"``: not bit-identical
+    after rounding to the precision.
+
+    Args:
+        model: HookedTransformer or TransformerBridge.
+        task: A task whose fields include ``separator``, ``every`` and ``group``.
+        max_length: The largest k.
+        precision: Native dtype or ``"emulate:<format>"``.
+        spacings: Items per group to try.
+        group: ``"left"`` or ``"right"`` grouping.
+        separator: The separator text.
+        criterion: ``"epsilon"`` or ``"bits"``.
+        lengths: Lengths to check instead of every k up to ``max_length``.
+        prepend_bos: Force the BOS choice (None: the task's default).
+        chat: Chat template for tokens (None: the task's default).
+        progress: Show a progress bar.
+
+    Returns:
+        A :class:`SeparatorSearch`; ``best`` is the largest spacing that keeps every pair
+        apart, None when none does.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens.tasks import copy_last
+        >>> model = osl.load_model("tiny-llama")
+        >>> found = separator_search(model, copy_last(style="compact"), 4, spacings=(1, 2),
+        ...                          progress=False)
+        >>> found.apart.shape
+        torch.Size([2, 4])
+    """
+    from tqdm.auto import tqdm
+
+    if criterion not in ("epsilon", "bits"):
+        raise ValueError(f"criterion must be 'epsilon' or 'bits', got {criterion!r}")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be an int >= 1, got {max_length!r}")
+    ks = sorted(set(check_lengths(range(1, max_length + 1) if lengths is None else lengths, 1)))
+    if ks[-1] > max_length:
+        raise ValueError(f"lengths go beyond max_length={max_length}: {ks[-1]}")
+    ms = sorted(set(int(m) for m in spacings))
+    if not ms:
+        raise ValueError("spacings is empty: give at least one, e.g. (1, 2, 3)")
+    adapter = ModelAdapter(model)
+    setting = parse_precision(precision, adapter.device)
+    eps = setting.fmt.epsilon
+    variants = [
+        dataclasses.replace(separators(m, group, separator), prepend_bos=prepend_bos) for m in ms
+    ]
+    variant_tasks = [v.apply(task) for v in variants]
+    rows: list[dict[str, torch.Tensor]] = []
+    for variant, vtask in tqdm(
+        list(zip(variants, variant_tasks, strict=True)), disable=not progress, desc="spacings"
+    ):
+        found = _collapse_rows(model, vtask, ks, variant, chat, setting.label)
+        if found is None:
+            raise ValueError(
+                f"task {_task_name(task)!r} has no deterministic pair k vs k+1 to compare"
+            )
+        rows.append(found)
+    linf = torch.stack([r["linf"] for r in rows])
+    equal = torch.stack([r["bitwise_equal"] for r in rows])
+    apart = linf >= eps if criterion == "epsilon" else ~equal
+    keeping = [m for m, ok in zip(ms, apart.all(-1).tolist(), strict=True) if ok]
+    return SeparatorSearch(
+        task=_task_name(task),
+        task_params=_task_params(task),
+        precision=setting.label,
+        criterion=criterion,
+        group=group,
+        separator=separator,
+        spacings=tuple(ms),
+        lengths=tuple(ks),
+        linf=linf,
+        eps_ratio=torch.stack([r["eps_ratio"] for r in rows]),
+        bitwise_equal=equal,
+        apart=apart,
+        best=max(keeping) if keeping else None,
+        provenance=adapter.provenance(
+            precision=setting.label,
+            extra={"task": _task_params(task), "prepend_bos": prepend_bos, "chat": chat},
+        ),
+    )
