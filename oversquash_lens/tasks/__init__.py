@@ -9,6 +9,12 @@ last-token representations the collapse analysis compares:
 - :func:`separated`: ones with a separator every few items (Fig 5d);
 - :func:`pair`: any two strings or token-id lists.
 
+The behavioural tasks (Fig 2, 3, 4, 6, 11) are :class:`Task` s built by
+:func:`copy_last`, :func:`copy_first`, :func:`count_ones`, :func:`count_bernoulli`,
+:func:`sum_ones`, :func:`count_word` and :func:`interleaved`: prompts in the paper's or a
+compact toy-model format, ground truth, :func:`parse_answer`, and tokens with every
+item's position checked (see ``_suite.py``).
+
 Conventions: the prefix is used verbatim and the joiner goes before every item (the
 first included), so ``ones(prefix=COUNT_ONES, joiner=" ")`` reads "…sequences? 1 1 1"
 (the prompt constants carry no trailing whitespace: see ``_prompts.py``). ``bos=None``

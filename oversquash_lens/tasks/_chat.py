@@ -222,3 +222,32 @@ def encode_message(
         text=text,
     )
     return tokens, [len(head) + p for p in positions]
+
+
+def fallback_hint(
+    model: Any,
+    joiner: str,
+    message: str,
+    spans: Sequence[Span],
+    *,
+    chat: bool | None,
+    compact: bool,
+    single_token: bool,
+) -> str:
+    """Advice for a refused task: whether the same task with ``joiner`` tokenizes cleanly.
+
+    ``message`` and ``spans`` are the instance rebuilt with the fallback joiner.
+    """
+    try:
+        encode_message(
+            model,
+            message,
+            spans,
+            chat=chat,
+            prepend_bos=False,
+            compact=compact,
+            single_token=single_token,
+        )
+    except TokenizationError as exc:
+        return f"joiner={joiner!r} does not work either ({exc}): try a separator"
+    return f"Use task.replace(joiner={joiner!r}): items tokenize on their own with it"

@@ -54,6 +54,8 @@ def _counting(items: list[str], target: str, lead: str) -> str:
 
 @dataclass(frozen=True)
 class Kind:
+    """How one task builds its sequence, question and worked reasoning."""
+
     question: Callable[[Any], str]
     draw: Callable[[Any, int, np.random.Generator], Draw]
     reasoning: Callable[[Any, list[str], int], str]
@@ -207,3 +209,24 @@ def validate_options(task: Any) -> None:
         raise ValueError("sum_ones needs '+' between the ones: joiner='+' or ' + '")
     if kind.words and not task.joiner:
         raise ValueError(f"{task.name} items are words: give a joiner such as ' '")
+
+
+def describe_options(task: Any) -> str:
+    """One line naming a task and every option that differs from the default."""
+    parts = [f"{task.style} style"]
+    if task.separator is not None:
+        parts.append(f"separator {task.separator!r} every {task.every} from the {task.group}")
+    if task.joiner:
+        parts.append(f"joiner {task.joiner!r}")
+    if task.hint:
+        parts.append("hint")
+    if task.order != "question_first":
+        parts.append("answer format first")
+    if task.cot is not None:
+        parts.append(f"{task.cot.replace('_', '-')} chain of thought")
+    if task.p is not None:
+        parts.append(f"p={task.p}")
+    if task.word is not None:
+        parts.append(f"word {task.word!r}")
+    parts.append(f"seed {task.seed}")
+    return f"{task.name} ({'; '.join(parts)})"

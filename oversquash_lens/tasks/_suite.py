@@ -54,8 +54,8 @@ from .._errors import TokenizationError
 from .._types import TokenSeq
 from . import _prompts as P
 from ._base import Lengths, SequencePair, check_lengths
-from ._chat import encode_message
-from ._kinds import KINDS, Draw, Kind, Span, render_sequence, validate_options
+from ._chat import encode_message, fallback_hint
+from ._kinds import KINDS, Draw, Kind, Span, describe_options, render_sequence, validate_options
 from ._parse import parse_answer
 
 EXAMPLE_KS = (3, 4)
@@ -277,25 +277,19 @@ class Task:
             raise TokenizationError(f"{exc}. {hint}") from None
 
     def _fallback_hint(self, model: Any, instance: TaskInstance, chat: bool | None) -> str:
-        """Whether the space-separated fallback joiner works for this tokenizer."""
         fallback = self._kind.fallback_joiner
         if self.joiner == fallback:
             return "The fallback joiner does not help either: try a separator or another model"
-        other = self.replace(joiner=fallback)
-        other_instance = other.instance(instance.k, instance.sample)
-        try:
-            encode_message(
-                model,
-                other_instance.text,
-                other_instance.spans,
-                chat=chat,
-                prepend_bos=False,
-                compact=self.style == "compact",
-                single_token=not self._kind.words,
-            )
-        except TokenizationError as exc:
-            return f"joiner={fallback!r} does not work either ({exc}): try a separator"
-        return f"Use task.replace(joiner={fallback!r}): items tokenize on their own with it"
+        other = self.replace(joiner=fallback).instance(instance.k, instance.sample)
+        return fallback_hint(
+            model,
+            fallback,
+            other.text,
+            other.spans,
+            chat=chat,
+            compact=self.style == "compact",
+            single_token=not self._kind.words,
+        )
 
     def tokens(
         self,
@@ -447,20 +441,4 @@ class Task:
             >>> tasks.copy_last().replace(separator=",", every=3, hint=True).describe()
             "copy_last (paper style; separator ',' every 3 from the left; hint; seed 0)"
         """
-        parts = [f"{self.style} style"]
-        if self.separator is not None:
-            parts.append(f"separator {self.separator!r} every {self.every} from the {self.group}")
-        if self.joiner:
-            parts.append(f"joiner {self.joiner!r}")
-        if self.hint:
-            parts.append("hint")
-        if self.order != "question_first":
-            parts.append("answer format first")
-        if self.cot is not None:
-            parts.append(f"{self.cot.replace('_', '-')} chain of thought")
-        if self.p is not None:
-            parts.append(f"p={self.p}")
-        if self.word is not None:
-            parts.append(f"word {self.word!r}")
-        parts.append(f"seed {self.seed}")
-        return f"{self.name} ({'; '.join(parts)})"
+        return describe_options(self)
