@@ -396,13 +396,12 @@ def _accuracy(
 ) -> list[float]:
     from ._behaviour import behaviour  # lands with issue 5; imported when asked for
 
-    kwargs: dict[str, Any] = {"samples": samples}
+    # Greedy answers to the same prompt repeat: a deterministic task needs one sample.
+    distinct = len(_distinct_instances(task, lengths[-1], samples))
+    kwargs: dict[str, Any] = {"samples": samples if distinct > 1 else 1, "progress": False}
     kwargs.update(_token_kwargs(behaviour, chat, variant.prepend_bos))
-    if _accepts(behaviour, "progress"):
-        kwargs["progress"] = False
-    result = behaviour(model, task, lengths, **kwargs)
-    table = result.accuracy()
-    by_k = dict(zip(table["length"].tolist(), table["accuracy"].tolist(), strict=True))
+    table = behaviour(model, task, lengths, **kwargs).accuracy()
+    by_k = dict(zip(table["k"].tolist(), table["accuracy"].tolist(), strict=True))
     return [float(by_k.get(k, math.nan)) for k in lengths]
 
 

@@ -174,7 +174,15 @@ class GlassesResult(Result):
             >>> len(fig.axes)
             2
         """
+        from .render._style import style
+
+        with style():
+            return self._plot(metrics, axes)
+
+    def _plot(self, metrics: tuple[str, ...] | None, axes: Any) -> Any:
         import matplotlib.pyplot as plt
+
+        from .render._style import log_axes, precision_lines
 
         if metrics is None:
             metrics = tuple(
@@ -199,18 +207,16 @@ class GlassesResult(Result):
             for v, label in enumerate(self.variants):
                 ax.plot(x, values[v].numpy(), marker="o", ms=3, label=label)
             if metric == "linf":
-                for eps in sorted(
-                    {get_format(p.removeprefix("emulate:")).epsilon for p in self.precisions}
-                ):
-                    ax.axhline(
-                        eps, ls="--", lw=1, color="black", label=f"ε = 2^{math.log2(eps):.0f}"
-                    )
-            if metric in _LOG_METRICS and bool((values > 0).any()):
-                ax.set_yscale("log")
+                names = {get_format(p.removeprefix("emulate:")).name for p in self.precisions}
+                by_width = sorted(names, key=lambda n: get_format(n).mantissa_bits)
+                precision_lines(ax, by_width)
+            log_axes(
+                ax,
+                x=max(x) > 8 * min(x),
+                y=metric in _LOG_METRICS and bool((values > 0).any()),
+            )
             if metric == "accuracy":
                 ax.set_ylim(-0.05, 1.05)
-            if max(x) > 8 * min(x):
-                ax.set_xscale("log")
             ax.set_xlabel("length k")
             ax.set_ylabel(METRIC_COLUMNS[metric])
         axes[0].legend(fontsize=7)

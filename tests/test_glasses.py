@@ -443,3 +443,24 @@ def test_random_task_has_no_pair(load):
     assert bool(result.relevant_sensitivity.isfinite().all())
     with pytest.raises(ValueError, match="no deterministic pair"):
         separator_search(model, task, 4, spacings=(1,), progress=False)
+
+
+def test_accuracy_matches_behaviour(load):
+    from oversquash_lens._behaviour import behaviour
+
+    model = load("tiny-llama", BACKEND)
+    task = tasks.count_bernoulli(style="compact")
+    result = compare_glasses(
+        model,
+        task,
+        [2, 3],
+        ["baseline", "precision:float32"],
+        samples=3,
+        sensitivity="none",
+        progress=False,
+    )
+    with osl.native_dtype(model, "float32"):
+        direct = behaviour(model, task, [2, 3], samples=3, progress=False).accuracy()
+    expected = torch.tensor(direct["accuracy"].tolist(), dtype=torch.float64)
+    torch.testing.assert_close(result.accuracy[1], expected, rtol=0, atol=0)
+    assert bool(((result.accuracy * 3).round() == result.accuracy * 3).all())  # k of 3 right
