@@ -116,6 +116,7 @@ def test_attention_heads_render_offline(chromium: str, load: Any, tmp_path: Path
     assert "<|endoftext|>" in html.unescape(run.dom)
 
 
+@pytest.mark.slow  # ~14 s: trace + collapse on tiny-llama, chromium twice
 def test_one_page_of_many_views(chromium: str, load: Any, tmp_path: Path) -> None:
     model = load("tiny-llama", BACKENDS[0])
     flow = osl.trace(model, "1 1 1 1 1", method="exact")

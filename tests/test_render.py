@@ -22,6 +22,7 @@ from oversquash_lens.analyzers._collapse_probe import PairComparison
 from oversquash_lens.render import _page
 
 from .conftest import BACKENDS
+from .helpers import hook_registry, leftover_hooks, state_of
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 TRICKY = ["<bos>", " a<b", "</script>", "&amp;", "x\u2028y", '"q"', "\\", "<!--"]
@@ -253,6 +254,25 @@ def test_attention_heads_hold_the_model_patterns(load: Any, backend: str) -> Non
     paths = osl.attention_paths(model, "1 2 3 4", method="rollout")
     shown = torch.tensor(components[-1].props["values"], dtype=torch.float64)
     torch.testing.assert_close(shown, paths.weights[0].T, rtol=5e-4, atol=0.0)
+
+
+def test_attention_heads_leave_the_model_as_it_was(
+    load: Any, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load("tiny-llama", backend)
+    clean, state = hook_registry(model), state_of(model)
+    attention = osl.ModelAdapter(model).attention_implementation
+    render.attention_heads(model, "1 1 1")
+    assert leftover_hooks(model, clean) == [] and state_of(model) == state
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("paths failed")
+
+    monkeypatch.setattr("oversquash_lens.analyzers._paths.attention_paths", fail)
+    with pytest.raises(RuntimeError, match="paths failed"):
+        render.attention_heads(model, "1 1 1")
+    assert leftover_hooks(model, clean) == [] and state_of(model) == state
+    assert osl.ModelAdapter(model).attention_implementation == attention
 
 
 def test_attention_heads_defaults_and_refusals(load: Any) -> None:
