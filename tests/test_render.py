@@ -319,6 +319,8 @@ def test_collapse_pair_highlights_the_difference() -> None:
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="one value per token"):
         render.colored_tokens(["a", "b"], [1.0])
+    with pytest.raises(TypeError, match="must be numbers"):
+        render.colored_tokens(["a"], ["x"])
     with pytest.raises(ValueError, match="1-D"):
         render.colored_tokens(["a"], [[1.0]])
     with pytest.raises(ValueError, match="row names"):

@@ -11,7 +11,7 @@ Example:
     True
 """
 
-from ._components import attention_heads as attention_heads
+from ._attention import attention_heads as attention_heads
 from ._components import collapse_pair as collapse_pair
 from ._components import colored_tokens as colored_tokens
 from ._components import colored_tokens_multi as colored_tokens_multi
