@@ -156,7 +156,7 @@ class FlowResult(Result):
         """Sensitivity and path weight over positions (each scaled to sum 1), log scale."""
         import matplotlib.pyplot as plt
 
-        from ..render._style import style
+        from ..render._style import log_axes, style
 
         with style():
             if ax is None:
@@ -169,7 +169,7 @@ class FlowResult(Result):
             ):
                 row_values = values[row, k]
                 ax.plot(x, (row_values / row_values.sum()).numpy(), label=label)
-            ax.set_yscale("log")
+            log_axes(ax)
             ax.set_xlabel("input position i")
             ax.set_ylabel("share of the total")
             ax.set_title(
@@ -194,8 +194,9 @@ class FlowResult(Result):
                 (axes[1], self.paths[row], f"log10 {self.path_method} paths"),
             ):
                 image = ax.imshow(values.clamp_min(tiny).log10().numpy(), aspect="auto")
+                ax.set_yticks(range(len(self.points)), [_short(p) for p in self.points])
                 ax.set_xlabel("input position i")
-                ax.set_ylabel("point (block output; last: y_n)")
+                ax.set_ylabel("output point")
                 ax.set_title(title)
                 ax.figure.colorbar(image, ax=ax)
                 ax.grid(False)  # no grid over an image
@@ -205,7 +206,7 @@ class FlowResult(Result):
         """Bound (constant × paths) against measured sensitivity, log-log, one dot per position."""
         import matplotlib.pyplot as plt
 
-        from ..render._style import style
+        from ..render._style import log_axes, style
 
         with style():
             if ax is None:
@@ -216,8 +217,7 @@ class FlowResult(Result):
             colours = range(len(measured))
             dots = ax.scatter(bound, measured, c=colours, cmap="viridis", s=12)
             ax.figure.colorbar(dots, ax=ax, label="position")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
+            log_axes(ax, x=True, y=True)
             ax.set_xlabel(f"{self.path_method} path weight × C")
             ax.set_ylabel("measured sensitivity")
             ax.set_title(f"{_short(self.points[k])}: Spearman {float(self.spearman[row, k]):.2f}")
