@@ -47,7 +47,7 @@ def find_chromium() -> str | None:
     """Path of a chromium binary (``$OSL_CHROMIUM`` first), or None."""
     explicit = os.environ.get("OSL_CHROMIUM")
     if explicit:
-        return explicit
+        return explicit if Path(explicit).is_file() else None
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         found = shutil.which(name)
         if found:

@@ -144,3 +144,26 @@ def test_one_page_of_many_views(chromium: str, load: Any, tmp_path: Path) -> Non
     expected = flow.str_tokens * 2 + tuple(adapter.to_str_tokens(pair.a))
     expected += tuple(adapter.to_str_tokens(pair.b))
     assert shown_tokens(run.dom) == [visible(t) for t in expected]
+
+
+def test_notebook_snippet_renders_on_its_own(chromium: str, tmp_path: Path) -> None:
+    # what Jupyter / VS Code get from _repr_html_, dropped into a bare page
+    view = render.colored_tokens_multi(["<bos>", " 1"], [[0.1, 1.0], [1.0, 0.5]], ["L0", "L1"])
+    path = tmp_path / "snippet.html"
+    path.write_text(f'<!DOCTYPE html><meta charset="utf-8">{view._repr_html_()}', "utf-8")
+    run = open_page(path)
+    check_offline(run, "_repr_html_")
+    assert shown_tokens(run.dom) == ["<bos>", "\xa01"]
+
+
+def test_missing_browser_fails_in_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OSL_CHROMIUM", str(tmp_path / "no-such-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("OSL_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="OSL_REQUIRE_BROWSER=1"):
+        require_chromium()
+    monkeypatch.delenv("OSL_REQUIRE_BROWSER")
+    with pytest.raises(pytest.skip.Exception, match="chromium not found"):
+        require_chromium()
