@@ -79,10 +79,25 @@ def png_data_uri(fig: Any, dpi: int = 72) -> str:
 
 
 def figure(fig: Any, caption: str, *, dpi: int = 72, files: Iterable[str] = ()) -> str:
-    """An inline PNG with a caption (and links to the full-size files next to the page)."""
+    """A matplotlib figure as an inline PNG with a caption (and links to ``files``)."""
+    return _figure_tag(png_data_uri(fig, dpi), caption, files)
+
+
+def figure_png(png: bytes, caption: str, *, files: Iterable[str] = ()) -> str:
+    """PNG bytes as an inline image with a caption (and links to the files beside the page).
+
+    Example:
+        >>> figure_png(b"PNG", "a & b")[:45]
+        '<figure><img alt="a &amp; b" src="data:image/'
+    """
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return _figure_tag(uri, caption, files)
+
+
+def _figure_tag(uri: str, caption: str, files: Iterable[str]) -> str:
     links = " ".join(f'<a href="{escape(f)}">{escape(f.rsplit(".", 1)[-1])}</a>' for f in files)
     return (
-        f'<figure><img alt="{escape(caption)}" src="{png_data_uri(fig, dpi)}">'
+        f'<figure><img alt="{escape(caption)}" src="{uri}">'
         f"<figcaption>{escape(caption)} {links}</figcaption></figure>"
     )
 

@@ -62,7 +62,8 @@ def report(
             :func:`~oversquash_lens.load_model` (loaded with its defaults).
         suite: Suite name (``"paper"``: Fig 5 (a)–(d), sensitivity and attention-path
             profiles of the counting and copying prompts, the precision sweep against
-            the 1/ε prediction, and behaviour when available).
+            the 1/ε prediction, and behaviour when available; ``"smoke"``: the same
+            steps at toy sizes).
         out: Folder to write (created; existing files of the same names are replaced).
         quick: Smaller sizes (lengths up to 200, 64-token prompts).
         progress: Show one progress bar over the steps.
@@ -74,7 +75,7 @@ def report(
     Example:
         >>> import tempfile, oversquash_lens as osl
         >>> from oversquash_lens.report import report
-        >>> page = report("tiny-nope", out=tempfile.mkdtemp(), quick=True, progress=False)
+        >>> page = report("tiny-nope", "smoke", tempfile.mkdtemp(), progress=False)
         >>> page.name, (page.parent / "summary.json").exists()
         ('report.html', True)
     """
@@ -357,10 +358,10 @@ def _figure(fig: Any, folder: Path, stem: str, caption: str, section: Section) -
     import matplotlib.pyplot as plt
 
     files = _save_figure(fig, folder / "figures" / stem)
-    section.files += [_rel(folder, f) for f in files]
-    part = h.figure(fig, caption, files=[_rel(folder, f) for f in files])
     plt.close(fig)
-    return part
+    section.files += [_rel(folder, f) for f in files]
+    png = next(f for f in files if f.suffix == ".png")  # inlined as written: no re-render
+    return h.figure_png(png.read_bytes(), caption, files=[_rel(folder, f) for f in files])
 
 
 def _save_figure(fig: Any, stem: Path) -> list[Path]:

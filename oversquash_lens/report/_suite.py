@@ -144,7 +144,7 @@ def fit_lengths(family: Any, model: Any, lengths: Sequence[int]) -> list[int]:
     Example:
         >>> import oversquash_lens as osl
         >>> fit_lengths(osl.tasks.ones(), osl.load_model("tiny-gpt2"), [1, 10, 5000])[-1]
-        1023
+        1022
     """
     wanted = sorted(set(int(k) for k in lengths))
 
@@ -227,7 +227,17 @@ class Suite:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def paper_suite(*, quick: bool = False, precisions: Sequence[str] | None = None) -> Suite:
+SIZES: dict[str, dict[str, int]] = {
+    "full": {"top": 1000, "n": 256, "probes": 16},
+    "quick": {"top": 200, "n": 64, "probes": 8},
+    "smoke": {"top": 8, "n": 16, "probes": 2},
+}
+"""Largest length, flow prompt tokens and Hutchinson probes of each size."""
+
+
+def paper_suite(
+    *, quick: bool = False, precisions: Sequence[str] | None = None, size: str | None = None
+) -> Suite:
     """The paper's measurements: Fig 5 (a)–(d), flow profiles, precision sweep, behaviour.
 
     Args:
@@ -235,16 +245,21 @@ def paper_suite(*, quick: bool = False, precisions: Sequence[str] | None = None)
             instead of lengths up to 1000 and 256-token prompts.
         precisions: Fig 5 precisions (default :data:`REPORT_PRECISIONS`); the sweep adds
             :data:`SWEEP_PRECISIONS` to panel (a).
+        size: ``"full"``, ``"quick"`` or ``"smoke"`` (lengths up to 8, for tests and
+            examples); overrides ``quick``.
 
     Example:
         >>> [s.key for s in paper_suite(quick=True).steps][:3]
         ['fig5_a_count_ones', 'fig5_b_random_digits', 'fig5_c_copy_ones']
     """
+    size = size or ("quick" if quick else "full")
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
+    top, n, probes = SIZES[size]["top"], SIZES[size]["n"], SIZES[size]["probes"]
     main = tuple(precisions) if precisions else REPORT_PRECISIONS
     sweep = main + tuple(p for p in SWEEP_PRECISIONS if p not in main)
-    top = 200 if quick else 1000
     dense = tuple(range(1, top + 1))  # nested families: one pass serves every length
-    sparse = tuple(k for k in FIG5_LENGTHS if k <= top + 1) + ((top + 1,) if quick else ())
+    sparse = tuple(sorted({k for k in FIG5_LENGTHS if k <= top} | {top + 1}))
     families = fig5_families(True)
     steps: list[Step] = []
     for name, family in families.items():
@@ -259,7 +274,6 @@ def paper_suite(*, quick: bool = False, precisions: Sequence[str] | None = None)
                 sweep=name == "a_count_ones",
             )
         )
-    n, probes = (64, 8) if quick else (256, 16)
     for prompt in ("count_ones", "last_digit"):
         steps.append(
             TraceStep(
@@ -268,14 +282,24 @@ def paper_suite(*, quick: bool = False, precisions: Sequence[str] | None = None)
                 prompt=prompt,
                 n=n,
                 probes=probes,
-                layers=(lambda _: ["final"]) if quick else depths,
+                layers=depths if size == "full" else (lambda _: ["final"]),
             )
         )
-    steps += behaviour_steps(quick)
-    return Suite("paper", quick, tuple(steps))
+    steps += behaviour_steps(size)
+    return Suite("paper" if size != "smoke" else "smoke", size != "full", tuple(steps))
 
 
-def behaviour_steps(quick: bool) -> list[Step]:
+def smoke_suite(*, quick: bool = True, precisions: Sequence[str] | None = None) -> Suite:
+    """The paper suite at toy sizes (lengths up to 8): seconds on a tiny model.
+
+    Example:
+        >>> smoke_suite().steps[0].lengths
+        (1, 2, 3, 4, 5, 6, 7, 8)
+    """
+    return paper_suite(precisions=precisions, size="smoke")
+
+
+def behaviour_steps(size: str) -> list[Step]:
     """WIRING HOOK: greedy-answer accuracy against length, once ``osl.behaviour`` exists.
 
     Returns no step while the package has no ``behaviour`` function or no task
@@ -287,7 +311,9 @@ def behaviour_steps(quick: bool) -> list[Step]:
         from .. import behaviour as _  # type: ignore[attr-defined]  # noqa: F401
     except ImportError:
         return []
-    lengths = (1, 2, 5, 10, 20) if quick else (1, 2, 5, 10, 20, 50, 100, 200)
+    lengths = {"full": (1, 2, 5, 10, 20, 50, 100, 200), "quick": (1, 2, 5, 10, 20)}.get(
+        size, (1, 2)
+    )
     steps: list[Step] = []
     for task in ("copy_last", "count_ones"):
         if hasattr(task_module, task):
@@ -297,14 +323,14 @@ def behaviour_steps(quick: bool) -> list[Step]:
                     title=f"Behaviour: {task}",
                     task=task,
                     lengths=lengths,
-                    samples=2 if quick else 8,
+                    samples=8 if size == "full" else 2,
                     max_new_tokens=4,
                 )
             )
     return steps
 
 
-SUITES: dict[str, Callable[..., Suite]] = {"paper": paper_suite}
+SUITES: dict[str, Callable[..., Suite]] = {"paper": paper_suite, "smoke": smoke_suite}
 """Report suites by name."""
 
 
