@@ -47,6 +47,10 @@ def colored_tokens(
 ) -> Rendered:
     """Tokens coloured by one value each (circuitsvis ``ColoredTokens``).
 
+    circuitsvis inserts each token as HTML, so tokens are HTML-escaped here and read
+    correctly on the page; its hover box prints the token as plain text, where an
+    escaped ``<`` shows as ``&lt;``.
+
     Args:
         tokens: Token strings, shown as text (``"<bos>"`` reads "<bos>").
         values: ``[n_tokens]`` numbers (a tensor, array or list), rounded to 4
