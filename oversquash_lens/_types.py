@@ -65,11 +65,3 @@ RowInts = Int[Tensor, " row"]
 RowFlags = Bool[Tensor, " row"]
 RowFloats = Float64[Tensor, " row"]
 __all__ += ["RowFlags", "RowFloats", "RowInts"]
-
-# Behaviour sweeps (_behaviour_result.py): one entry per generated answer
-from jaxtyping import Bool  # noqa: E402, F811  (kept with the aliases that use it)
-
-RowInts = Int[Tensor, " row"]
-RowFlags = Bool[Tensor, " row"]
-RowFloats = Float64[Tensor, " row"]
-__all__ += ["RowFlags", "RowFloats", "RowInts"]
