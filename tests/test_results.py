@@ -74,3 +74,16 @@ def test_shape_validation(load, backend: str) -> None:
             tokens=None,
             provenance=result.provenance,
         )
+
+
+def test_atomic_write_uses_the_umask(tmp_path: Path) -> None:
+    import os
+
+    from oversquash_lens.results._base import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644

@@ -117,6 +117,12 @@ def _restore_json(cls: type, name: str, value: Any) -> Any:
     return value
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(target: Path, payload: bytes) -> None:
     """Write ``payload`` to ``target`` via a temporary file and an atomic rename."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +132,8 @@ def atomic_write_bytes(target: Path, payload: bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates the file 0600; give it the permissions a plain open() would.
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
