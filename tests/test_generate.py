@@ -212,19 +212,24 @@ def test_smollm2_matches_hugging_face_generate(load) -> None:
         "How many ones are in the following sequence? 1 1 1 1 1 1 1 1 1 1 1 1",
         "Copy the number: 1,111,111",
     ]
+    tokenizer = load("smollm2-135m", BACKENDS[0]).tokenizer
+    prompts = [torch.tensor(tokenizer(t).input_ids) for t in prompts_text]  # no BOS, as HF
+    expected = []
+    for prompt in prompts:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # generation-config notices of the reference
+            theirs = hf_model.generate(
+                prompt[None],
+                attention_mask=torch.ones_like(prompt[None]),
+                do_sample=False,
+                max_new_tokens=8,
+                min_new_tokens=8,
+                pad_token_id=0,
+            )
+        expected.append(theirs[0, prompt.shape[0] :].tolist())
     for backend in BACKENDS:
         model = load("smollm2-135m", backend)
-        prompts = [model.to_tokens(t, prepend_bos=False)[0] for t in prompts_text]
+        for text, prompt in zip(prompts_text, prompts, strict=True):
+            assert torch.equal(model.to_tokens(text, prepend_bos=False)[0].cpu(), prompt)
         got = greedy_generate(model, prompts, 8, stop_token_ids=())
-        for prompt, ours in zip(prompts, got, strict=True):
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # generation-config notices of the reference
-                theirs = hf_model.generate(
-                    prompt[None],
-                    attention_mask=torch.ones_like(prompt[None]),
-                    do_sample=False,
-                    max_new_tokens=8,
-                    min_new_tokens=8,
-                    pad_token_id=0,
-                )[0, prompt.shape[0] :]
-            assert ours.tolist() == theirs.tolist(), (backend, model.tokenizer.decode(prompt))
+        assert [g.tolist() for g in got] == expected, backend
