@@ -6,6 +6,7 @@ need glasses! Information over-squashing in language tasks" (NeurIPS 2024).
 
 from . import capture as capture
 from . import precision as precision
+from . import render as render
 from . import tasks as tasks
 from . import theory as theory
 from ._adapter import ModelAdapter as ModelAdapter
@@ -25,6 +26,12 @@ from ._errors import UnknownModelError as UnknownModelError
 from ._errors import UnknownPrecisionError as UnknownPrecisionError
 from ._errors import UnsupportedModelError as UnsupportedModelError
 from ._errors import UnsupportedPrecisionError as UnsupportedPrecisionError
+from ._glasses import Variant as Variant
+from ._glasses import compare_glasses as compare_glasses
+from ._glasses import glasses as glasses
+from ._glasses import separator_search as separator_search
+from ._glasses_result import GlassesResult as GlassesResult
+from ._glasses_result import SeparatorSearch as SeparatorSearch
 from ._trace import trace as trace
 from .analyzers import Analyzer as Analyzer
 from .analyzers import AttentionPaths as AttentionPaths
@@ -59,8 +66,11 @@ from .precision import get_format as get_format
 from .precision import machine_epsilon as machine_epsilon
 from .precision import round_to_format as round_to_format
 from .precision import ulp_distance as ulp_distance
+from .report import report as report
 from .results import Provenance as Provenance
 from .results import Result as Result
+from .tasks import Task as Task
+from .tasks import TaskInstance as TaskInstance
 
 __all__ = [
     "Analyzer",
@@ -80,6 +90,16 @@ __all__ = [
     "PairComparison",
     "Representations",
     "collapse",
+    "GlassesResult",
+    "SeparatorSearch",
+    "Variant",
+    "compare_glasses",
+    "glasses",
+    "separator_search",
+    "render",
+    "report",
+    "Task",
+    "TaskInstance",
     "ModelAdapter",
     "Provenance",
     "Recording",

@@ -15,6 +15,8 @@ PUBLIC_MODULES = [
     "oversquash_lens.capture",
     "oversquash_lens.tasks",
     "oversquash_lens.theory",
+    "oversquash_lens.render",
+    "oversquash_lens.report",
 ]
 
 
