@@ -14,6 +14,7 @@ from ._build import Source, build_bridge, build_hooked
 from ._info import ModelInfo, remember
 from ._smollm2 import smollm2_source
 from ._tiny import TINY_SPECS, tiny_source
+from ._toy import TOY_SPECS, toy_source
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ register_model(
         aliases=("smollm2", "SmolLM2-135M-Instruct"),
     )
 )
+register_model(ModelSpec("toy-count", TOY_SPECS["toy-count"].description, toy_source))
+register_model(ModelSpec("toy-copy", TOY_SPECS["toy-copy"].description, toy_source))
 
 
 def list_models() -> dict[str, str]:
