@@ -298,37 +298,38 @@ def _collapse(args: Any) -> int:
 
 
 def _behaviour(args: Any) -> int:
-    import oversquash_lens as osl
-
     from . import tasks
 
-    behaviour = getattr(osl, "behaviour", None)
-    if behaviour is None:
+    try:
+        from ._behaviour import behaviour
+    except ImportError:
         print(
             "oversquash-lens behaviour: error: osl.behaviour is not in this version of "
             "oversquash_lens; upgrade it or use `collapse`/`trace`",
             file=sys.stderr,
         )
         return 1
-    task_factory = getattr(tasks, args.task, None)
-    if task_factory is None or not callable(task_factory) or args.task.startswith("_"):
-        known = [n for n in ("copy_last", "copy_first", "count_ones") if hasattr(tasks, n)]
-        raise UsageError(f"unknown task {args.task!r}: choose one of {', '.join(known)}")
+    if args.task not in tasks.TASKS:
+        raise UsageError(f"unknown task {args.task!r}: choose one of {', '.join(tasks.TASKS)}")
     model = _load(args)
     result = behaviour(
         model,
-        task_factory(),
+        tasks.TASKS[args.task](),
         args.lengths,
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
+        progress=not args.json,
     )
-    rows = result.to_dataframe().to_dict("records")
-    payload: dict[str, Any] = {"task": args.task, "rows": rows}
+    rows = result.accuracy().to_dict("records")
+    n_star = result.failure_length()
+    payload: dict[str, Any] = {"task": args.task, "failure_length": n_star, "accuracy": rows}
+    payload["rows"] = result.rows()
     folder = _out_folder(args)
     if folder is not None:
         payload["files"] = [str(result.save(folder / "behaviour"))]
-    return _emit(args, payload, _table(rows))
+    text = [f"{result.task_description}: accuracy per length, N* = {n_star}"]
+    return _emit(args, payload, text + _table(rows))
 
 
 def _report(args: Any) -> int:
@@ -339,14 +340,15 @@ def _report(args: Any) -> int:
         raise UsageError(f"unknown suite {args.suite!r}: choose one of {', '.join(SUITES)}")
     precisions = parse_precisions(args.precision)
     _check_precisions(precisions)
-    model = _load(args)
+    options = {"backend": args.backend, "dtype": args.dtype, "device": args.device}
     page = report(
-        model,
+        args.model,
         args.suite,
         args.out,
         quick=args.quick,
         progress=not (args.no_progress or args.json),
         precisions=precisions,
+        load_options=options,
     )
     summary = json.loads((page.parent / "summary.json").read_text())
     rows = [

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="copy_last", help="a task of osl.tasks, e.g. copy_last")
     p.add_argument("--lengths", type=parse_lengths, default=parse_lengths("1,2,5,10,20"))
     p.add_argument("--samples", type=_positive, default=4)
-    p.add_argument("--max-new-tokens", type=_positive, default=4)
+    p.add_argument("--max-new-tokens", type=_positive, default=None, help="default: the task's")
     p.add_argument("--batch-size", type=_positive, default=8)
     _out(p)
 

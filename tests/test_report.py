@@ -12,6 +12,7 @@ import pytest
 
 import oversquash_lens as osl
 from oversquash_lens import tasks
+from oversquash_lens._behaviour_result import BehaviourResult
 from oversquash_lens._cli import main
 from oversquash_lens.report import get_suite, paper_suite, report
 from oversquash_lens.report._report import collapse_rows
@@ -19,6 +20,7 @@ from oversquash_lens.report._suite import (
     FIG5_LENGTHS,
     REPORT_PRECISIONS,
     SWEEP_PRECISIONS,
+    BehaviourStep,
     CollapseStep,
     TraceStep,
     fit_lengths,
@@ -34,6 +36,12 @@ MAX_BYTES = 5_000_000  # the issue's size limit for the SmolLM2 report
 
 
 # ---------------------------------------------------------------- the suite
+def test_behaviour_steps_one_per_paper_task() -> None:
+    steps = [s for s in paper_suite().steps if isinstance(s, BehaviourStep)]
+    assert [s.task for s in steps] == ["copy_last", "copy_first", "count_ones"]
+    assert all(s.lengths[-1] == 200 and s.samples == 1 for s in steps)
+
+
 def test_full_and_quick_sizes() -> None:
     full, quick = paper_suite(), paper_suite(quick=True)
     assert not full.quick and quick.quick
@@ -112,9 +120,9 @@ def test_quick_report_writes_every_file(quick_report: tuple[Path, dict[str, Any]
     assert set(summary["steps"]) == {s.key for s in paper_suite(quick=True).steps}
     for key, step in summary["steps"].items():
         result = Result.load(out / "results" / f"{key}.npz")
-        kind = osl.CollapseResult if key.startswith("fig5") else osl.FlowResult
+        kind = {"fig5": osl.CollapseResult, "flow": osl.FlowResult}.get(key[:4], BehaviourResult)
         assert isinstance(result, kind)
-        assert result.provenance.model_name == "tiny-gpt2"
+        assert getattr(result, "provenance").model_name == "tiny-gpt2"
         for suffix in ("png", "svg"):
             figure = out / "figures" / f"{key}.{suffix}"
             assert figure.stat().st_size > 1000
@@ -123,6 +131,8 @@ def test_quick_report_writes_every_file(quick_report: tuple[Path, dict[str, Any]
     assert sweep.stat().st_size > 1000
     assert summary["steps"]["fig5_a_count_ones"]["lengths"] == [1, 200, 200]
     assert summary["steps"]["fig5_b_random_digits"]["lengths"] == [1, 201, 7]
+    accuracy = summary["steps"]["behaviour_copy_last"]["accuracy"]
+    assert [row["k"] for row in accuracy] == [1, 2, 5, 10, 20, 50]
     assert summary["seconds"]["total"] >= sum(
         v for k, v in summary["seconds"].items() if k not in ("total", "load")
     )
@@ -172,7 +182,8 @@ def test_page_is_self_contained(quick_report: tuple[Path, dict[str, Any]]) -> No
     assert page.count("var CircuitsVis") + page.count("CircuitsVis=") >= 1
     # views: a collapse pair per Fig 5 panel, two token rows per flow, attention heads
     assert page.count("CircuitsVis.render(") >= 5 + 2 * 2 + 1
-    assert page.count('src="data:image/png;base64,') == 8  # 5 panels, sweep, 2 flows
+    # 5 panels, the sweep, 2 flows, 3 behaviour tasks
+    assert page.count('src="data:image/png;base64,') == 11
     for step in paper_suite(quick=True).steps:
         assert f'id="{step.key}"' in page
 
@@ -187,7 +198,7 @@ def test_page_renders_offline_in_a_browser(quick_report: tuple[Path, dict[str, A
     assert len(ids) >= 10
     assert not re.search(r'<div id="osl-\d+" class="osl-cv"[^>]*></div>', run.dom)
     assert "Head Selector" in run.dom and run.dom.count("<canvas") >= 3
-    assert run.dom.count("<img") == 8
+    assert run.dom.count("<img") == 11
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -195,10 +206,13 @@ def test_report_takes_a_model_object_on_each_backend(
     load: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
 ) -> None:
     model = load("tiny-llama", backend)
-    page = report(model, "smoke", tmp_path / "r", progress=True)
+    page = report(model, "smoke", tmp_path / "r", progress=True, figure_formats=["png"])
     assert "report" in capsys.readouterr().err  # the progress bar
     summary = json.loads((page.parent / "summary.json").read_text())
     assert summary["provenance"]["backend"] == backend and summary["suite"] == "smoke"
     result = osl.CollapseResult.load(page.parent / "results" / "fig5_a_count_ones.npz")
     assert result.lengths == tuple(range(1, 9))
     assert "tiny-llama" in page.read_text(encoding="utf-8")
+    figures = page.parent / "figures"
+    assert (figures / "fig5_a_count_ones.png").exists()
+    assert not list(figures.glob("*.svg"))  # only the formats asked for

@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._adapter import ModelAdapter
+
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
@@ -124,6 +126,44 @@ def contents(entries: Sequence[tuple[str, str]]) -> str:
     return f"<ul>{items}</ul>"
 
 
+_SHOWN_K = 10  # index of the length whose pair is shown: short enough to read
+
+
+def views(kind: str, *args: Any) -> list[Any]:
+    """The circuitsvis views of a section (none when ``osl.render`` is not installed).
+
+    ``kind`` and arguments: ``"collapse"`` (result, family, model): the pair at a short
+    length; ``"flow"`` (flow result): sensitivity and path weight per token;
+    ``"attention"`` (model, tokens ``[1, pos]``, n_layers): first and last layer patterns.
+    """
+    try:
+        from .. import render  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    if kind == "collapse":
+        result, family, model = args
+        k = result.lengths[min(len(result.lengths) - 1, _SHOWN_K)]
+        pair = family.pair(model, k)
+        adapter = ModelAdapter(model)
+        strings = (adapter.to_str_tokens(pair.a), adapter.to_str_tokens(pair.b))
+        view = render.collapse_pair(result, k, tokens=strings)
+        return [heading(f"The pair at k = {k}, distance at every point", 3), view]
+    if kind == "flow":
+        flow = args[0]
+        return [
+            heading("Sensitivity per input token", 3),
+            render.flow_tokens(flow, kind="sensitivity"),
+            heading("Path weight per input token", 3),
+            render.flow_tokens(flow, kind="paths"),
+        ]
+    model, tokens, n_layers = args
+    layers = sorted({0, n_layers - 1})
+    return [
+        heading(f"Attention patterns, layers {layers}, first {tokens.shape[-1]} tokens", 3),
+        render.attention_heads(model, tokens, layers=layers),
+    ]
+
+
 def assemble(title: str, parts: Sequence[Any]) -> str:
     """The whole page: HTML strings and circuitsvis views, in order.
 
@@ -147,3 +187,45 @@ def assemble(title: str, parts: Sequence[Any]) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title></head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body></html>\n"
     )
+
+
+def report_page(
+    provenance: Any, suite: str, sections: Sequence[Any], load_s: float, total_s: float
+) -> str:
+    """The report: run details, contents, every section's parts, timings.
+
+    Args:
+        provenance: The model's :class:`~oversquash_lens.Provenance`.
+        suite: Suite label, e.g. ``"paper (quick)"``.
+        sections: Objects with ``key``, ``title``, ``parts`` and ``seconds``.
+        load_s: Seconds spent loading the model.
+        total_s: Seconds in all.
+    """
+    title = f"Over-squashing report: {provenance.model_name}"
+    config = {
+        "model": provenance.describe(),
+        "suite": suite,
+        "time": f"{total_s:.0f} s in all (model load {load_s:.0f} s)",
+    }
+    parts: list[Any] = [
+        table([{"": k, "value": v} for k, v in config.items()]),
+        paragraph(
+            "Measurements of Barbero et al., 'Transformers need glasses! Information "
+            "over-squashing in language tasks' (NeurIPS 2024), made by oversquash_lens on "
+            "this model: representational collapse of growing sequences (Fig 5) and how "
+            "the collapse length depends on the number format, where the last token's "
+            "sensitivity to each input comes from beside the attention-path bound "
+            "(Thm 5.1), and whether greedy answers to the copying and counting tasks "
+            "fail as the sequence grows."
+        ),
+        contents([(s.key, s.title) for s in sections]),
+    ]
+    if not any(s.key.startswith("behaviour") for s in sections):
+        parts.append(note("Behaviour (greedy answers vs length) is not in this version."))
+    # WIRING HOOK: a glasses comparison (osl.compare_glasses) section would go here.
+    for s in sections:
+        parts += s.parts
+    timings = [{"step": s.key, "seconds": round(s.seconds, 1)} for s in sections]
+    parts += [heading("Timings", anchor="timings"), table(timings)]
+    parts.append(note("Raw results: results/*.npz (Result.load); numbers: summary.json."))
+    return assemble(title, parts)

@@ -8,6 +8,7 @@ with provenance) and ``figures/<step>.png`` / ``.svg``.
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class Section:
     summary: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    formats: tuple[str, ...] = ("png", "svg")
 
 
 def report(
@@ -54,6 +56,8 @@ def report(
     quick: bool = False,
     progress: bool = True,
     precisions: list[str] | None = None,
+    load_options: dict[str, Any] | None = None,
+    figure_formats: Sequence[str] = ("png", "svg"),
 ) -> Path:
     """Run a suite of the paper's measurements on a model and write an HTML report.
 
@@ -68,6 +72,10 @@ def report(
         quick: Smaller sizes (lengths up to 200, 64-token prompts).
         progress: Show one progress bar over the steps.
         precisions: Fig 5 precisions instead of float32 and bfloat16.
+        load_options: Keyword arguments of :func:`~oversquash_lens.load_model` when
+            ``model`` is a name (backend, dtype, device); its load time is reported.
+        figure_formats: Files written per figure under ``figures/`` (PNG is always
+            written: the page inlines it).
 
     Returns:
         The path of ``report.html``.
@@ -75,7 +83,8 @@ def report(
     Example:
         >>> import tempfile, oversquash_lens as osl
         >>> from oversquash_lens.report import report
-        >>> page = report("tiny-nope", "smoke", tempfile.mkdtemp(), progress=False)
+        >>> out = tempfile.mkdtemp()
+        >>> page = report("tiny-nope", "smoke", out, progress=False, figure_formats=["png"])
         >>> page.name, (page.parent / "summary.json").exists()
         ('report.html', True)
     """
@@ -85,9 +94,10 @@ def report(
     if isinstance(model, str):
         from ..models import load_model
 
-        model = load_model(model)
+        model = load_model(model, **(load_options or {}))
     load_seconds = time.perf_counter() - start
     plan = get_suite(suite, quick=quick, precisions=precisions)
+    figure_formats = ("png", *(f for f in figure_formats if f != "png"))
     adapter = ModelAdapter(model)
     folder = Path(out)
     for sub in ("results", "figures"):
@@ -97,33 +107,39 @@ def report(
     for step in plan.steps:
         bar.set_postfix_str(step.key)
         began = time.perf_counter()
-        section = _run(step, model, adapter, folder)
+        section = _run(step, model, adapter, folder, tuple(figure_formats))
         section.seconds = time.perf_counter() - began
         sections.append(section)
         bar.update(1)
         _write_summary(folder, plan, adapter, sections, load_seconds, start)
     bar.close()
-    page = _page(plan, adapter, sections, load_seconds, time.perf_counter() - start)
+    suite_label = f"{plan.name} ({'quick' if plan.quick else 'full'})"
+    total = time.perf_counter() - start
+    page = h.report_page(adapter.provenance(), suite_label, sections, load_seconds, total)
     target = folder / "report.html"
     atomic_write_bytes(target, page.encode("utf-8"))
     _write_summary(folder, plan, adapter, sections, load_seconds, start)
     return target
 
 
-def _run(step: Step, model: Any, adapter: ModelAdapter, folder: Path) -> Section:
+def _run(
+    step: Step, model: Any, adapter: ModelAdapter, folder: Path, formats: tuple[str, ...]
+) -> Section:
+    section = Section(step.key, step.title, formats=formats)
     if isinstance(step, CollapseStep):
-        return _collapse_section(step, model, folder)
-    if isinstance(step, TraceStep):
-        return _trace_section(step, model, adapter, folder)
-    return _behaviour_section(step, model, folder)
+        _collapse_section(step, model, folder, section)
+    elif isinstance(step, TraceStep):
+        _trace_section(step, model, adapter, folder, section)
+    else:
+        _behaviour_section(step, model, folder, section)
+    return section
 
 
 # ---------------------------------------------------------------- collapse
-def _collapse_section(step: CollapseStep, model: Any, folder: Path) -> Section:
+def _collapse_section(step: CollapseStep, model: Any, folder: Path, section: Section) -> None:
     family = step.family()
     lengths = fit_lengths(family, model, step.lengths)
     result = collapse(model, family, lengths, list(step.precisions), heads=-1, progress=False)
-    section = Section(step.key, step.title)
     section.files.append(_rel(folder, result.save(folder / "results" / step.key)))
     rows = collapse_rows(result)
     section.summary = {
@@ -155,10 +171,9 @@ def _collapse_section(step: CollapseStep, model: Any, folder: Path) -> Section:
             "largest k measured."
         ),
     ]
-    section.parts += _views("collapse", result, family, model)
+    section.parts += h.views("collapse", result, family, model)
     if step.sweep:
         _sweep(result, folder, step.key, section)
-    return section
 
 
 COLLAPSE_COLUMNS = [
@@ -258,11 +273,12 @@ def _sweep(result: CollapseResult, folder: Path, key: str, section: Section) -> 
 FLOW_COLUMNS = ["what", "first", "early", "middle", "late", "last", "argmin", "ρ", "τ"]
 
 
-def _trace_section(step: TraceStep, model: Any, adapter: ModelAdapter, folder: Path) -> Section:
+def _trace_section(
+    step: TraceStep, model: Any, adapter: ModelAdapter, folder: Path, section: Section
+) -> None:
     n = min(step.n, adapter.n_ctx)
     tokens = prompt_tokens(model, step.prompt, n)
     flow = trace(model, tokens, probes=step.probes, layers=step.layers(adapter.n_layers))
-    section = Section(step.key, step.title)
     section.files.append(_rel(folder, flow.save(folder / "results" / step.key)))
     y = flow.point_index()
     rho, tau = float(flow.spearman[0, y]), float(flow.kendall[0, y])
@@ -296,121 +312,75 @@ def _trace_section(step: TraceStep, model: Any, adapter: ModelAdapter, folder: P
         _figure(fig, folder, step.key, f"Sensitivity and path profiles, {step.prompt}.", section),
         h.table(rows, FLOW_COLUMNS),
     ]
-    section.parts += _views("flow", flow)
+    section.parts += h.views("flow", flow)
     if step.prompt == "count_ones":
-        section.parts += _views("attention", model, tokens[:, : min(n, 32)], adapter.n_layers)
-    return section
+        section.parts += h.views("attention", model, tokens[:, : min(n, 32)], adapter.n_layers)
 
 
 # ---------------------------------------------------------------- behaviour
-def _behaviour_section(step: BehaviourStep, model: Any, folder: Path) -> Section:
-    """WIRING HOOK: written against ``osl.behaviour(model, task, lengths, ...)``."""
-    from .. import behaviour  # type: ignore[attr-defined]
+def _behaviour_section(step: BehaviourStep, model: Any, folder: Path, section: Section) -> None:
     from .. import tasks as task_module
+    from .._behaviour import behaviour
 
     task = getattr(task_module, step.task)()
     result = behaviour(
-        model, task, list(step.lengths), samples=step.samples, max_new_tokens=step.max_new_tokens
+        model,
+        task,
+        list(step.lengths),
+        samples=step.samples,
+        max_new_tokens=step.max_new_tokens,
+        progress=False,
     )
-    section = Section(step.key, step.title)
     section.files.append(_rel(folder, result.save(folder / "results" / step.key)))
-    records = result.to_dataframe().to_dict("records")
-    section.summary = {"task": step.task, "rows": records[:200]}
-    section.parts += [h.heading(step.title, anchor=step.key), h.table(records[:40])]
-    return section
-
-
-# ---------------------------------------------------------------- helpers
-def _views(kind: str, *args: Any) -> list[Any]:
-    """The circuitsvis views from ``osl.render`` (none when it is not installed)."""
-    try:
-        from .. import render  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    if kind == "collapse":
-        result, family, model = args
-        k = result.lengths[min(len(result.lengths) - 1, _SHOWN_K)]
-        pair = family.pair(model, k)
-        adapter = ModelAdapter(model)
-        strings = (adapter.to_str_tokens(pair.a), adapter.to_str_tokens(pair.b))
-        view = render.collapse_pair(result, k, tokens=strings)
-        return [h.heading(f"The pair at k = {k}, distance at every point", 3), view]
-    if kind == "flow":
-        flow = args[0]
-        return [
-            h.heading("Sensitivity per input token", 3),
-            render.flow_tokens(flow, kind="sensitivity"),
-            h.heading("Path weight per input token", 3),
-            render.flow_tokens(flow, kind="paths"),
-        ]
-    model, tokens, n_layers = args
-    layers = sorted({0, n_layers - 1})
-    return [
-        h.heading(f"Attention patterns, layers {layers}, first {tokens.shape[-1]} tokens", 3),
-        render.attention_heads(model, tokens, layers=layers),
+    accuracy = result.accuracy().to_dict("records")
+    n_star = result.failure_length()
+    rows = result.rows()
+    last = max(rows, key=lambda r: r["k"])
+    section.summary = {
+        "task": step.task,
+        "failure_length": n_star,
+        "accuracy": accuracy,
+        "example": {k: last.get(k) for k in ("k", "output", "parsed", "answer", "correct")},
+    }
+    section.parts += [
+        h.heading(step.title, anchor=step.key),
+        h.paragraph(
+            f"{result.task_description}. Greedy decoding, {step.samples} prompt per length; "
+            f"N* (first length from which accuracy stays below 0.5): "
+            f"{'not reached' if n_star is None else n_star}."
+        ),
+        _figure(result.plot(), folder, step.key, f"Accuracy against length: {step.task}.", section),
+        h.table(accuracy, ["k", "n", "accuracy", "mean_abs_error", "unparsed"]),
+        h.note(f"Output at k = {last['k']}: {last.get('output')!r} (answer {last.get('answer')})."),
     ]
 
 
-_SHOWN_K = 10  # index of the length whose pair is shown: short enough to read
-
-
+# ---------------------------------------------------------------- helpers
 def _figure(fig: Any, folder: Path, stem: str, caption: str, section: Section) -> str:
     import matplotlib.pyplot as plt
 
-    files = _save_figure(fig, folder / "figures" / stem)
+    files = _save_figure(fig, folder / "figures" / stem, section.formats)
     plt.close(fig)
     section.files += [_rel(folder, f) for f in files]
     png = next(f for f in files if f.suffix == ".png")  # inlined as written: no re-render
     return h.figure_png(png.read_bytes(), caption, files=[_rel(folder, f) for f in files])
 
 
-def _save_figure(fig: Any, stem: Path) -> list[Path]:
+def _save_figure(fig: Any, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     try:
         from ..render._style import save_figure  # type: ignore[import-not-found]
     except ImportError:
         save_figure = None
     if save_figure is not None:
-        return [Path(p) for p in save_figure(fig, stem, formats=("png", "svg"), dpi=110)]
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    fig.savefig(paths[0], dpi=110, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+        return [Path(p) for p in save_figure(fig, stem, formats=formats, dpi=110)]
+    paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
+    for path in paths:
+        fig.savefig(path, dpi=110, bbox_inches="tight")
     return paths
 
 
 def _rel(folder: Path, path: Path) -> str:
     return Path(path).relative_to(folder).as_posix()
-
-
-def _page(
-    plan: Any, adapter: ModelAdapter, sections: list[Section], load_s: float, total_s: float
-) -> str:
-    provenance = adapter.provenance()
-    title = f"Over-squashing report: {provenance.model_name}"
-    config = {
-        "model": provenance.describe(),
-        "suite": f"{plan.name} ({'quick' if plan.quick else 'full'})",
-        "time": f"{total_s:.0f} s in all (model load {load_s:.0f} s)",
-    }
-    parts: list[Any] = [
-        h.table([{"": k, "value": v} for k, v in config.items()]),
-        h.paragraph(
-            "Measurements of Barbero et al., 'Transformers need glasses! Information "
-            "over-squashing in language tasks' (NeurIPS 2024), made by oversquash_lens on "
-            "this model: representational collapse of growing sequences (Fig 5), where the "
-            "last token's sensitivity to each input comes from compared with the "
-            "attention-path bound (Thm 5.1), and how the collapse length depends on the "
-            "number format."
-        ),
-        h.contents([(s.key, s.title) for s in sections]),
-    ]
-    timings = [{"step": s.key, "seconds": round(s.seconds, 1)} for s in sections]
-    if not any(s.key.startswith("behaviour") for s in sections):
-        parts.append(h.note("Behaviour (greedy answers vs length) is not in this version."))
-    for s in sections:
-        parts += s.parts
-    parts += [h.heading("Timings", anchor="timings"), h.table(timings)]
-    parts.append(h.note("Raw results: results/*.npz (Result.load); numbers: summary.json."))
-    return h.assemble(title, parts)
 
 
 def _write_summary(

@@ -211,7 +211,7 @@ class BehaviourStep:
     task: str
     lengths: tuple[int, ...]
     samples: int
-    max_new_tokens: int
+    max_new_tokens: int | None
 
 
 Step = CollapseStep | TraceStep | BehaviourStep
@@ -299,35 +299,35 @@ def smoke_suite(*, quick: bool = True, precisions: Sequence[str] | None = None) 
     return paper_suite(precisions=precisions, size="smoke")
 
 
+BEHAVIOUR_TASKS = ("copy_last", "copy_first", "count_ones")
+"""Tasks of the behaviour steps (Fig 2 copying, Fig 3 counting)."""
+
+
 def behaviour_steps(size: str) -> list[Step]:
-    """WIRING HOOK: greedy-answer accuracy against length, once ``osl.behaviour`` exists.
+    """Greedy-answer accuracy against length (``osl.behaviour``), one step per task.
 
-    Returns no step while the package has no ``behaviour`` function or no task
-    ``copy_last``/``count_ones`` in ``osl.tasks``; the report then says it was left out.
+    The paper's tasks are deterministic (one prompt per length), so one sample each.
+    Returns no step when the package has no behaviour module (older versions).
     """
-    from .. import tasks as task_module
-
     try:
-        from .. import behaviour as _  # type: ignore[attr-defined]  # noqa: F401
+        from .. import _behaviour  # noqa: F401
     except ImportError:
         return []
-    lengths = {"full": (1, 2, 5, 10, 20, 50, 100, 200), "quick": (1, 2, 5, 10, 20)}.get(
-        size, (1, 2)
-    )
-    steps: list[Step] = []
-    for task in ("copy_last", "count_ones"):
-        if hasattr(task_module, task):
-            steps.append(
-                BehaviourStep(
-                    key=f"behaviour_{task}",
-                    title=f"Behaviour: {task}",
-                    task=task,
-                    lengths=lengths,
-                    samples=8 if size == "full" else 2,
-                    max_new_tokens=4,
-                )
-            )
-    return steps
+    lengths = {
+        "full": (1, 2, 5, 10, 20, 50, 100, 200),
+        "quick": (1, 2, 5, 10, 20, 50),
+    }.get(size, (1, 2))
+    return [
+        BehaviourStep(
+            key=f"behaviour_{task}",
+            title=f"Behaviour: {task.replace('_', ' ')}, greedy answers against length",
+            task=task,
+            lengths=lengths,
+            samples=1,
+            max_new_tokens=None,
+        )
+        for task in BEHAVIOUR_TASKS
+    ]
 
 
 SUITES: dict[str, Callable[..., Suite]] = {"paper": paper_suite, "smoke": smoke_suite}
