@@ -122,7 +122,8 @@ def test_quick_report_writes_every_file(quick_report: tuple[Path, dict[str, Any]
         result = Result.load(out / "results" / f"{key}.npz")
         kind = {"fig5": osl.CollapseResult, "flow": osl.FlowResult}.get(key[:4], BehaviourResult)
         assert isinstance(result, kind)
-        assert getattr(result, "provenance").model_name == "tiny-gpt2"
+        assert isinstance(result, osl.CollapseResult | osl.FlowResult | BehaviourResult)
+        assert result.provenance.model_name == "tiny-gpt2"
         for suffix in ("png", "svg"):
             figure = out / "figures" / f"{key}.{suffix}"
             assert figure.stat().st_size > 1000
