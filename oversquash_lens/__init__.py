@@ -12,6 +12,8 @@ from . import theory as theory
 from ._adapter import ModelAdapter as ModelAdapter
 from ._attach import Recording as Recording
 from ._attach import attach as attach
+from ._behaviour import behaviour as behaviour
+from ._behaviour_result import BehaviourResult as BehaviourResult
 from ._collapse import collapse as collapse
 from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import EmptySequenceError as EmptySequenceError
@@ -26,6 +28,7 @@ from ._errors import UnknownModelError as UnknownModelError
 from ._errors import UnknownPrecisionError as UnknownPrecisionError
 from ._errors import UnsupportedModelError as UnsupportedModelError
 from ._errors import UnsupportedPrecisionError as UnsupportedPrecisionError
+from ._generate import greedy_generate as greedy_generate
 from ._glasses import Variant as Variant
 from ._glasses import compare_glasses as compare_glasses
 from ._glasses import glasses as glasses
@@ -90,6 +93,9 @@ __all__ = [
     "PairComparison",
     "Representations",
     "collapse",
+    "BehaviourResult",
+    "behaviour",
+    "greedy_generate",
     "GlassesResult",
     "SeparatorSearch",
     "Variant",
