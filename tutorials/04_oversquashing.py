@@ -84,7 +84,7 @@ for depth in [1, 4, 16, 64]:
     middle = row[n_uniform // 2 - 1].item()
     print(
         f"L = {depth:2d}: first {row[0]:.3f}, middle (i = 10) {middle:.3f}, "
-        f"last {row[-1]:.3f}, sum {row.sum():.3f}"
+        f"minimum {row.min():.3f} at i = {int(row.argmin()) + 1}, last {row[-1]:.3f}"
     )
 ax.set_yscale("log")
 ax.set_xlabel("input position i")
