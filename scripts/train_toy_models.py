@@ -413,7 +413,7 @@ def report(docs: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3))
     for name, rec in records.items():
         ax.plot([p["step"] for p in rec["curve"]], [p["loss"] for p in rec["curve"]], label=name)
-    ax.set(xlabel="step", ylabel="answer-token loss (mean per 100 steps)", yscale="log")
+    ax.set(xlabel="step", ylabel="answer-token loss", yscale="log")
     ax.legend()
     fig.tight_layout()
     fig.savefig(docs / "training_curves.png", dpi=80)
