@@ -347,10 +347,12 @@ def hf_view(bridge: Any) -> Any:
             return None
         for kind in ("_parameters", "_buffers"):
             theirs = getattr(source, kind)
-            for key in getattr(module, kind):
-                if key not in theirs:
+            ours = getattr(module, kind)
+            for key in ours:
+                if key in theirs:
+                    ours[key] = theirs[key]
+                elif ours[key] is not None:  # absent there and not an unused (None) slot
                     return None
-                getattr(module, kind)[key] = theirs[key]
     return view.eval()
 
 
