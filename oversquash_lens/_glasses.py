@@ -366,9 +366,9 @@ def _sensitivity_row(
     samples: int,
     method: str,
     probes: int,
-) -> tuple[int, float, float, float]:
-    """(relevant position of sample 0, its norm, its share, share of all items)."""
-    relevant, norms, shares, items = -1, [], [], []
+) -> tuple[int, float, float, float, float]:
+    """(relevant position of sample 0, its norm, its share, share of all items, stderr)."""
+    relevant, norms, shares, items, errors = -1, [], [], [], []
     for index, inst in enumerate(_distinct_instances(task, k, samples)):
         tokens = task.tokens(model, inst, **_token_kwargs(task.tokens, chat, variant.prepend_bos))
         kwargs = _token_kwargs(task.item_positions, chat, variant.prepend_bos)
@@ -376,7 +376,8 @@ def _sensitivity_row(
         result = _sensitivity(
             model, tokens.reshape(1, -1), method=method, probes=probes, layers="final"
         )
-        row = result.norms[0, result.point_index("final")]
+        point = result.point_index("final")
+        row = result.norms[0, point]
         total = float(row.sum())
         items.append(float(row[positions].sum()) / total if total > 0 else math.nan)
         if inst.relevant_item is not None:
@@ -384,11 +385,15 @@ def _sensitivity_row(
             relevant = position if index == 0 else relevant
             norms.append(float(row[position]))
             shares.append(norms[-1] / total if total > 0 else math.nan)
+            stderr = result.stderr
+            errors.append(math.nan if stderr is None else float(stderr[0, point, position]))
 
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else math.nan
 
-    return relevant, mean(norms), mean(shares), mean(items)
+    # The standard error of a mean of independent estimates.
+    spread = math.sqrt(mean([e * e for e in errors]) / len(errors)) if errors else math.nan
+    return relevant, mean(norms), mean(shares), mean(items), spread
 
 
 def _accuracy(
@@ -426,6 +431,7 @@ def _collapse_rows(
         "linf": result.distances[0, :, y, linf],
         "noise_linf": result.noise[0, :, y, linf],
         "eps_ratio": result.eps_ratio[0, :, y],
+        "ulps": result.ulps[0, :, y],
         "bitwise_equal": result.bitwise_equal[0, :, y],
         "argmax_equal": argmax_equal,
     }
@@ -508,7 +514,9 @@ def compare_glasses(
             "linf",
             "noise_linf",
             "eps_ratio",
+            "ulps",
             "relevant_sensitivity",
+            "relevant_stderr",
             "relevant_share",
             "items_share",
             "accuracy",
@@ -536,6 +544,7 @@ def compare_glasses(
                     out["relevant_sensitivity"][v, i] = row[1]
                     out["relevant_share"][v, i] = row[2]
                     out["items_share"][v, i] = row[3]
+                    out["relevant_stderr"][v, i] = row[4]
                     bar.update(1)
             if behaviour:
                 out["accuracy"][v] = torch.tensor(

@@ -18,6 +18,7 @@ from .results import Provenance, Result
 METRIC_COLUMNS: dict[str, str] = {
     "linf": "L∞ of y_n, k vs k+1",
     "eps_ratio": "L∞ in the format / ε",
+    "ulps": "largest distance of y_n in ULPs",
     "relevant_sensitivity": "‖∂y_n/∂v_rel(0)‖",
     "relevant_share": "share of sensitivity on the relevant token",
     "items_share": "share of sensitivity on all items",
@@ -25,7 +26,14 @@ METRIC_COLUMNS: dict[str, str] = {
 }
 """Plottable per-(variant, length) metrics and their axis labels."""
 
-_LOG_METRICS = ("linf", "eps_ratio", "relevant_sensitivity", "relevant_share", "items_share")
+_LOG_METRICS = (
+    "linf",
+    "eps_ratio",
+    "ulps",
+    "relevant_sensitivity",
+    "relevant_share",
+    "items_share",
+)
 
 
 @dataclass
@@ -56,12 +64,18 @@ class GlassesResult(Result):
             tasks with no deterministic pair).
         noise_linf: ``[variant, length]`` the noise floor of ``linf`` (NaN if unknown).
         eps_ratio: ``[variant, length]`` L∞ after rounding to the precision, over its ε.
+        ulps: ``[variant, length]`` largest element-wise distance of the rounded y_n in
+            units in the last place of the precision (1–2 ULPs of a large component can
+            exceed ε many times: read both).
         bitwise_equal: ``[variant, length]`` y_n of k and k + 1 identical after rounding.
         argmax_equal: ``[variant, length]`` 1 if the next-token argmax of k and k + 1
             agree, 0 if not, -1 if not measured.
         relevant_position: ``[variant, length]`` token index of the answer-relevant item
             in sample 0 (-1 when the task names none, e.g. counting).
         relevant_sensitivity: ``[variant, length]`` norm at the relevant token (NaN: none).
+        relevant_stderr: ``[variant, length]`` standard error of a Hutchinson estimate of
+            that norm (NaN for exact norms; for several instances, the root mean square
+            of their errors over the number of instances).
         relevant_share: ``[variant, length]`` that norm over the sum over positions.
         items_share: ``[variant, length]`` sum of the norms at every item over the total.
         accuracy: ``[variant, length]`` share of right answers (NaN: not measured).
@@ -80,10 +94,12 @@ class GlassesResult(Result):
     linf: VariantValues
     noise_linf: VariantValues
     eps_ratio: VariantValues
+    ulps: VariantValues
     bitwise_equal: VariantFlags
     argmax_equal: VariantInts
     relevant_position: VariantInts
     relevant_sensitivity: VariantValues
+    relevant_stderr: VariantValues
     relevant_share: VariantValues
     items_share: VariantValues
     accuracy: VariantValues
@@ -94,7 +110,8 @@ class GlassesResult(Result):
 
     def __post_init__(self) -> None:
         shape = (len(self.variants), len(self.lengths))
-        for name in (*METRIC_COLUMNS, "noise_linf", "bitwise_equal", "argmax_equal"):
+        others = ("noise_linf", "relevant_stderr", "bitwise_equal", "argmax_equal")
+        for name in (*METRIC_COLUMNS, *others):
             value = getattr(self, name)
             if tuple(value.shape) != shape:
                 raise ValueError(f"{name} must be [variant, length] = {shape}, got {value.shape}")
@@ -118,14 +135,14 @@ class GlassesResult(Result):
 
         Returns:
             ``pandas.DataFrame`` with columns variant, precision, length, linf,
-            noise_linf, eps_ratio, bitwise_equal, argmax_equal, relevant_position,
-            relevant_sensitivity, relevant_share, items_share, accuracy.
+            noise_linf, eps_ratio, ulps, bitwise_equal, argmax_equal, relevant_position,
+            relevant_sensitivity, relevant_stderr, relevant_share, items_share, accuracy.
 
         Example:
             >>> import oversquash_lens as osl
             >>> from oversquash_lens._glasses_result import GlassesResult
             >>> GlassesResult.example().to_dataframe().shape
-            (4, 13)
+            (4, 15)
         """
         import pandas as pd
 
@@ -141,10 +158,12 @@ class GlassesResult(Result):
                         "linf": float(self.linf[v, i]),
                         "noise_linf": float(self.noise_linf[v, i]),
                         "eps_ratio": float(self.eps_ratio[v, i]),
+                        "ulps": float(self.ulps[v, i]),
                         "bitwise_equal": bool(self.bitwise_equal[v, i]),
                         "argmax_equal": None if argmax < 0 else bool(argmax),
                         "relevant_position": int(self.relevant_position[v, i]),
                         "relevant_sensitivity": float(self.relevant_sensitivity[v, i]),
+                        "relevant_stderr": float(self.relevant_stderr[v, i]),
                         "relevant_share": float(self.relevant_share[v, i]),
                         "items_share": float(self.items_share[v, i]),
                         "accuracy": float(self.accuracy[v, i]),
@@ -241,10 +260,12 @@ class GlassesResult(Result):
             linf=two,
             noise_linf=torch.zeros((2, 2), dtype=torch.float64),
             eps_ratio=two / 2**-7,
+            ulps=two * 64,
             bitwise_equal=torch.zeros((2, 2), dtype=torch.bool),
             argmax_equal=torch.ones((2, 2), dtype=torch.long),
             relevant_position=torch.tensor([[2, 3], [2, 4]]),
             relevant_sensitivity=two,
+            relevant_stderr=nan.clone(),
             relevant_share=two / 4,
             items_share=two,
             accuracy=nan,

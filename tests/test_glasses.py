@@ -232,6 +232,8 @@ def test_distances_match_direct_forward(load, backend: str, precision: str):
             assert bool(result.bitwise_equal[v, i]) == bool(torch.equal(ra, rb))
             expected_ratio = (ra - rb).abs().max().item() / fmt.epsilon
             assert result.eps_ratio[v, i].item() == pytest.approx(expected_ratio, rel=1e-12)
+            ulps = osl.ulp_distance(ra, rb, fmt).max().item()
+            assert result.ulps[v, i].item() == ulps
     assert result.precisions == (precision, precision)
     assert bool(result.accuracy.isnan().all())
 
@@ -266,6 +268,15 @@ def test_sensitivity_matches_direct_call(load, method: str):
             assert result.relevant_sensitivity[v, i].item() == pytest.approx(
                 direct[position].item(), rel=1e-12
             )
+            if method == "hutchinson":
+                stderr = osl.sensitivity(
+                    model, tokens[None], method=method, probes=8, layers="final"
+                ).stderr
+                assert stderr is not None
+                expected = stderr[0, 0, position].item()
+                assert result.relevant_stderr[v, i].item() == pytest.approx(expected, rel=1e-12)
+            else:
+                assert math.isnan(result.relevant_stderr[v, i].item())
             share = direct[position] / direct.sum()
             assert result.relevant_share[v, i].item() == pytest.approx(share.item(), rel=1e-12)
             items = direct[vtask.item_positions(model, inst)].sum() / direct.sum()
