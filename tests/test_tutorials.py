@@ -31,6 +31,13 @@ EXPECTED = {
         "flow.png",
         "flow.npz",
     ],
+    "05_counting_and_copying.py": [
+        "lm_behaviour.png",
+        "toy_behaviour.png",
+        "glasses.png",
+        "lm_copy_last.npz",
+        "glasses.npz",
+    ],
 }
 
 
