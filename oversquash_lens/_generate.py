@@ -124,6 +124,10 @@ def greedy_generate(
     :func:`greedy_continuation` run prompt by prompt, up to float rounding: padding and
     batching change the order of floating-point sums, so a nearly tied argmax can flip.
 
+    On a TransformerBridge the tokens come from the wrapped Hugging Face model (see
+    :func:`hf_view`): hooks added to the bridge do not run while generating, and weight
+    edits made only to the bridge's processed copies are not seen.
+
     Args:
         model: HookedTransformer or TransformerBridge.
         prompts: 1-D token id tensors, one per prompt (lengths may differ).
