@@ -90,13 +90,13 @@ def report(
     """
     from tqdm.auto import tqdm
 
+    plan = get_suite(suite, quick=quick, precisions=precisions)  # fails before loading
     start = time.perf_counter()
     if isinstance(model, str):
         from ..models import load_model
 
         model = load_model(model, **(load_options or {}))
     load_seconds = time.perf_counter() - start
-    plan = get_suite(suite, quick=quick, precisions=precisions)
     figure_formats = ("png", *(f for f in figure_formats if f != "png"))
     adapter = ModelAdapter(model)
     folder = Path(out)
