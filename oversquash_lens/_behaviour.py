@@ -17,7 +17,7 @@ from ._behaviour_result import BehaviourResult
 from ._compat import backend_of
 from ._errors import EmptySequenceError
 from ._generate import greedy_generate, hf_view
-from .capture import preserve_state
+from .capture import active_precision, preserve_state
 from .results import atomic_write_bytes
 
 CHECKPOINT_VERSION = 1
@@ -33,6 +33,8 @@ def generation_route(model: Any) -> str:
     """
     if backend_of(model) == "hooked":
         return "TransformerLens KV cache"
+    if "emulated" in (active_precision(model) or ""):
+        return "uncached (precision emulation hooks on the bridge)"
     if hf_view(model) is not None:
         return "Hugging Face KV cache on the wrapped model"
     return "uncached"

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ._compat import backend_of
 from ._types import TokenSeq
-from .capture import preserve_state
+from .capture import active_precision, preserve_state
 
 
 @torch.no_grad()
@@ -126,7 +126,9 @@ def greedy_generate(
 
     On a TransformerBridge the tokens come from the wrapped Hugging Face model (see
     :func:`hf_view`): hooks added to the bridge do not run while generating, and weight
-    edits made only to the bridge's processed copies are not seen.
+    edits made only to the bridge's processed copies are not seen. Under
+    :func:`~oversquash_lens.emulate_precision` the bridge decodes without a cache instead,
+    so that the rounding hooks run.
 
     Args:
         model: HookedTransformer or TransformerBridge.
@@ -202,7 +204,8 @@ def _decoder(model: Any) -> Decoder:
     """The cached decoding route for this model (see the module docstring)."""
     if backend_of(model) == "hooked":
         return lambda ids, mask, n, stops: _decode_hooked(model, ids, mask, n, stops)
-    view = hf_view(model)
+    emulated = "emulated" in (active_precision(model) or "")
+    view = None if emulated else hf_view(model)  # emulation hooks must run: no HF view
     if view is None:
         return lambda ids, mask, n, stops: _decode_uncached(model, ids, mask, n)
     return lambda ids, mask, n, stops: _decode_hf(view, ids, mask, n, stops)
