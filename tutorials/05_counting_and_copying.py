@@ -77,8 +77,10 @@ left.legend(fontsize=8)
 rows = count.to_dataframe()
 right.plot(rows["k"], rows["parsed"], marker="o", label="answer")
 right.plot(rows["k"], rows["k"], ls="--", c="grey", label="truth (k)")
+right.set_xscale("log")
+right.set_yscale("log")  # a model that echoes the ones answers 111…1, far off any linear scale
 right.set_xlabel("k (ones to count)")
-right.set_ylabel("answer")
+right.set_ylabel("parsed answer")
 right.set_title("Counting ones (Fig 3/4)", fontsize=10)
 right.legend(fontsize=8)
 fig.tight_layout()
@@ -117,6 +119,7 @@ toys["toy-count: Bernoulli(0.7)"] = osl.behaviour(
 )
 fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
 for name, result in toys.items():
+    result.save(opts.out / f"{''.join(c if c.isalnum() else '_' for c in name)}.npz")
     acc = result.accuracy()
     print(f"{name}: failure length {result.failure_length()}")
     print(acc[["k", "n", "accuracy", "mean_abs_error"]].to_string(index=False))
@@ -130,6 +133,7 @@ for ax in (left, right):
     ax.legend(fontsize=7)
 left.set_ylabel("accuracy")
 left.set_title("Toy models: accuracy", fontsize=10)
+right.set_yscale("symlog", linthresh=1)  # 0 (right) and 10^4 (far off) on one axis
 right.set_ylabel("mean |answer − truth|")
 right.set_title("Toy counting: error grows with length", fontsize=10)
 fig.tight_layout()
