@@ -29,12 +29,13 @@ from ._errors import UnknownPrecisionError as UnknownPrecisionError
 from ._errors import UnsupportedModelError as UnsupportedModelError
 from ._errors import UnsupportedPrecisionError as UnsupportedPrecisionError
 from ._generate import greedy_generate as greedy_generate
-from ._glasses import Variant as Variant
 from ._glasses import compare_glasses as compare_glasses
-from ._glasses import glasses as glasses
 from ._glasses import separator_search as separator_search
 from ._glasses_result import GlassesResult as GlassesResult
 from ._glasses_result import SeparatorSearch as SeparatorSearch
+from ._glasses_variants import Variant as Variant
+from ._glasses_variants import glasses as glasses
+from ._glasses_variants import parse_variant as parse_variant
 from ._trace import trace as trace
 from .analyzers import Analyzer as Analyzer
 from .analyzers import AttentionPaths as AttentionPaths
@@ -101,6 +102,7 @@ __all__ = [
     "Variant",
     "compare_glasses",
     "glasses",
+    "parse_variant",
     "separator_search",
     "render",
     "report",
