@@ -9,6 +9,7 @@ from ._registry import load_model as load_model
 from ._registry import register_model as register_model
 from ._smollm2 import gguf_path as smollm2_gguf_path
 from ._tiny import tiny_tokenizer as tiny_tokenizer
+from ._toy import training_record as toy_training_record
 
 __all__ = [
     "ModelInfo",
@@ -20,4 +21,5 @@ __all__ = [
     "register_model",
     "smollm2_gguf_path",
     "tiny_tokenizer",
+    "toy_training_record",
 ]
