@@ -315,7 +315,7 @@ def behaviour_steps(size: str) -> list[Step]:
         return []
     lengths = {
         "full": (1, 2, 5, 10, 20, 50, 100, 200),
-        "quick": (1, 2, 5, 10, 20, 50),
+        "quick": (1, 5, 20),  # generation re-reads the prompt per token: keep quick quick
     }.get(size, (1, 2))
     return [
         BehaviourStep(
