@@ -120,9 +120,12 @@ def test_quick_report_writes_every_file(quick_report: tuple[Path, dict[str, Any]
     assert set(summary["steps"]) == {s.key for s in paper_suite(quick=True).steps}
     for key, step in summary["steps"].items():
         result = Result.load(out / "results" / f"{key}.npz")
-        kind = {"fig5": osl.CollapseResult, "flow": osl.FlowResult}.get(key[:4], BehaviourResult)
+        kinds = {"fig5": osl.CollapseResult, "flow": osl.FlowResult, "glas": osl.GlassesResult}
+        kind = kinds.get(key[:4], BehaviourResult)
         assert isinstance(result, kind)
-        assert isinstance(result, osl.CollapseResult | osl.FlowResult | BehaviourResult)
+        assert isinstance(
+            result, osl.CollapseResult | osl.FlowResult | BehaviourResult | osl.GlassesResult
+        )
         assert result.provenance.model_name == "tiny-gpt2"
         for suffix in ("png", "svg"):
             figure = out / "figures" / f"{key}.{suffix}"
@@ -163,6 +166,14 @@ def test_summary_numbers_come_from_the_saved_results(
     assert {r["precision"] for r in sweep} == set(SWEEP_PRECISIONS)
     eps = {r["precision"]: r["epsilon"] for r in sweep}
     assert eps["bfloat16"] == 2.0**-7 and eps["emulate:float8_e4m3"] == 2.0**-3
+    glasses = osl.GlassesResult.load(out / "results" / "glasses_copy_last.npz")
+    frame = glasses.to_dataframe()
+    rows = summary["steps"]["glasses_copy_last"]["rows"]
+    assert len(rows) == len(frame) == 4 * 2  # four variants at k = 20 and 60
+    for row, (_, want) in zip(rows, frame.iterrows(), strict=True):
+        assert all(
+            _same(row[k], want[k].item() if hasattr(want[k], "item") else want[k]) for k in row
+        ), (row, dict(want))
     flow = osl.FlowResult.load(out / "results" / "flow_count_ones_64.npz")
     y = flow.point_index()
     step = summary["steps"]["flow_count_ones_64"]
@@ -183,8 +194,8 @@ def test_page_is_self_contained(quick_report: tuple[Path, dict[str, Any]]) -> No
     assert page.count("var CircuitsVis") + page.count("CircuitsVis=") >= 1
     # views: a collapse pair per Fig 5 panel, two token rows per flow, attention heads
     assert page.count("CircuitsVis.render(") >= 5 + 2 * 2 + 1
-    # 5 panels, the sweep, 2 flows, 3 behaviour tasks
-    assert page.count('src="data:image/png;base64,') == 11
+    # 5 panels, the sweep, 2 flows, 3 behaviour tasks, the glasses
+    assert page.count('src="data:image/png;base64,') == 12
     for step in paper_suite(quick=True).steps:
         assert f'id="{step.key}"' in page
 
@@ -199,7 +210,7 @@ def test_page_renders_offline_in_a_browser(quick_report: tuple[Path, dict[str, A
     assert len(ids) >= 10
     assert not re.search(r'<div id="osl-\d+" class="osl-cv"[^>]*></div>', run.dom)
     assert "Head Selector" in run.dom and run.dom.count("<canvas") >= 3
-    assert run.dom.count("<img") == 11
+    assert run.dom.count("<img") == 12
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -222,7 +222,6 @@ def report_page(
     ]
     if not any(s.key.startswith("behaviour") for s in sections):
         parts.append(note("Behaviour (greedy answers vs length) is not in this version."))
-    # WIRING HOOK: a glasses comparison (osl.compare_glasses) section would go here.
     for s in sections:
         parts += s.parts
     timings = [{"step": s.key, "seconds": round(s.seconds, 1)} for s in sections]

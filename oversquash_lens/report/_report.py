@@ -24,6 +24,7 @@ from . import _html as h
 from ._suite import (
     BehaviourStep,
     CollapseStep,
+    GlassesStep,
     Step,
     TraceStep,
     fit_lengths,
@@ -130,8 +131,10 @@ def _run(
         _collapse_section(step, model, folder, section)
     elif isinstance(step, TraceStep):
         _trace_section(step, model, adapter, folder, section)
-    else:
+    elif isinstance(step, BehaviourStep):
         _behaviour_section(step, model, folder, section)
+    else:
+        _glasses_section(step, model, folder, section)
     return section
 
 
@@ -355,6 +358,39 @@ def _behaviour_section(step: BehaviourStep, model: Any, folder: Path, section: S
     ]
 
 
+# ---------------------------------------------------------------- glasses
+def _glasses_section(step: GlassesStep, model: Any, folder: Path, section: Section) -> None:
+    from .. import tasks as task_module
+    from .._glasses import compare_glasses
+
+    task = getattr(task_module, step.task)()
+    result = compare_glasses(
+        model,
+        task,
+        list(step.lengths),
+        list(step.variants),
+        precision=step.precision,
+        probes=step.probes,
+        behaviour=False,
+        progress=False,
+    )
+    section.files.append(_rel(folder, result.save(folder / "results" / step.key)))
+    columns = ["variant", "length", "linf", "eps_ratio", "bitwise_equal", "relevant_share"]
+    rows = result.to_dataframe()[columns].to_dict("records")
+    section.summary = {"task": step.task, "precision": step.precision, "rows": rows}
+    section.parts += [
+        h.heading(step.title, anchor=step.key),
+        h.paragraph(
+            f"{task.describe()}. Per variant and length k: the L∞ distance between y_n "
+            f"for k and k + 1 items in {step.precision} (and in units of its ε), and the "
+            f"share of y_n's sensitivity (Hutchinson, {step.probes} probes) that falls on "
+            "the answer-relevant final 0. Accuracy is in the behaviour sections."
+        ),
+        _figure(result.plot(), folder, step.key, "The glasses, side by side.", section),
+        h.table(rows, columns),
+    ]
+
+
 # ---------------------------------------------------------------- helpers
 def _figure(fig: Any, folder: Path, stem: str, caption: str, section: Section) -> str:
     import matplotlib.pyplot as plt
@@ -367,16 +403,9 @@ def _figure(fig: Any, folder: Path, stem: str, caption: str, section: Section) -
 
 
 def _save_figure(fig: Any, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    try:
-        from ..render._style import save_figure  # type: ignore[import-not-found]
-    except ImportError:
-        save_figure = None
-    if save_figure is not None:
-        return [Path(p) for p in save_figure(fig, stem, formats=formats, dpi=110)]
-    paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
-    for path in paths:
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return paths
+    from ..render._style import save_figure
+
+    return [Path(p) for p in save_figure(fig, stem, formats=formats, dpi=110)]
 
 
 def _rel(folder: Path, path: Path) -> str:

@@ -33,11 +33,12 @@ SWEEP_PRECISIONS = (
     "float32",
     "float16",
     "bfloat16",
-    "emulate:e8m5",
     "emulate:float8_e4m3",
     "emulate:float8_e5m2",
 )
-"""The precision sweep: mantissa widths 23, 10, 7, 5, 3, 2 bits."""
+"""The precision sweep: mantissa widths 23, 10, 7, 3, 2 bits (custom widths such as
+``"emulate:e8m5"`` can be added with ``precisions=``; each costs two passes at the
+largest length)."""
 
 FIRST_DIGIT = "What is the first digit in this sequence?"
 """``scripts/flow_smollm2.py``: asks for the first digit of "01…1"."""
@@ -214,7 +215,20 @@ class BehaviourStep:
     max_new_tokens: int | None
 
 
-Step = CollapseStep | TraceStep | BehaviourStep
+@dataclass(frozen=True)
+class GlassesStep:
+    """``osl.compare_glasses`` on one task: collapse and relevant-token sensitivity per variant."""
+
+    key: str
+    title: str
+    task: str
+    lengths: tuple[int, ...]
+    variants: tuple[str, ...]
+    precision: str
+    probes: int
+
+
+Step = CollapseStep | TraceStep | BehaviourStep | GlassesStep
 
 
 @dataclass(frozen=True)
@@ -286,6 +300,7 @@ def paper_suite(
             )
         )
     steps += behaviour_steps(size)
+    steps += glasses_steps(size)
     return Suite("paper" if size != "smoke" else "smoke", size != "full", tuple(steps))
 
 
@@ -307,15 +322,10 @@ def behaviour_steps(size: str) -> list[Step]:
     """Greedy-answer accuracy against length (``osl.behaviour``), one step per task.
 
     The paper's tasks are deterministic (one prompt per length), so one sample each.
-    Returns no step when the package has no behaviour module (older versions).
     """
-    try:
-        from .. import _behaviour  # noqa: F401
-    except ImportError:
-        return []
     lengths = {
         "full": (1, 2, 5, 10, 20, 50, 100, 200),
-        "quick": (1, 5, 20),  # generation re-reads the prompt per token: keep quick quick
+        "quick": (1, 5, 20),
     }.get(size, (1, 2))
     return [
         BehaviourStep(
@@ -327,6 +337,35 @@ def behaviour_steps(size: str) -> list[Step]:
             max_new_tokens=None,
         )
         for task in BEHAVIOUR_TASKS
+    ]
+
+
+GLASSES_VARIANTS = ("baseline", "sep:3:left", "sep:3:right", "hint")
+"""Variants of the glasses step (Fig 5d's commas in both placements, Fig 2b's hint)."""
+
+
+def glasses_steps(size: str) -> list[Step]:
+    """The glasses on copy_last: y_n distance of k vs k+1 and the final "0"'s sensitivity.
+
+    Behaviour is left to the behaviour steps (``behaviour=False``), so this costs two
+    forward passes and a few backward passes per variant and length.
+
+    Example:
+        >>> glasses_steps("quick")[0].lengths
+        (20, 60)
+    """
+    lengths = {"full": (20, 80, 200), "quick": (20, 60)}.get(size, (2, 4))
+    probes = SIZES[size]["probes"] if size in SIZES else 2
+    return [
+        GlassesStep(
+            key="glasses_copy_last",
+            title="The glasses: separators and the hint on copy_last (bfloat16)",
+            task="copy_last",
+            lengths=lengths,
+            variants=GLASSES_VARIANTS,
+            precision="bfloat16",
+            probes=probes,
+        )
     ]
 
 
