@@ -26,7 +26,7 @@ from _common import Timer, in_notebook, options, save
 
 import oversquash_lens as osl
 from oversquash_lens import render, tasks
-from oversquash_lens._compat import available_backends, tl_version
+from oversquash_lens.models import available_backends, tl_version
 
 opts = options("01_quickstart")
 clock = Timer()

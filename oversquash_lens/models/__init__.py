@@ -1,5 +1,7 @@
 """Model loading: offline tiny models, SmolLM2-135M from its GGUF, or any TransformerLens name."""
 
+from .._compat import available_backends as available_backends
+from .._compat import tl_version as tl_version
 from ._build import Source as Source
 from ._info import ModelInfo as ModelInfo
 from ._info import model_info as model_info
@@ -12,6 +14,8 @@ from ._tiny import tiny_tokenizer as tiny_tokenizer
 from ._toy import training_record as toy_training_record
 
 __all__ = [
+    "available_backends",
+    "tl_version",
     "ModelInfo",
     "ModelSpec",
     "Source",
