@@ -311,10 +311,16 @@ def _behaviour(args: Any) -> int:
         return 1
     if args.task not in tasks.TASKS:
         raise UsageError(f"unknown task {args.task!r}: choose one of {', '.join(tasks.TASKS)}")
+    style = args.style or ("compact" if args.model.lower().startswith("toy-") else "paper")
+    task = tasks.TASKS[args.task]()
+    try:
+        task = task.replace(style=style)
+    except ValueError as exc:  # e.g. count_word has no compact form
+        raise UsageError(f"task {args.task!r} in {style} style: {exc}") from None
     model = _load(args)
     result = behaviour(
         model,
-        tasks.TASKS[args.task](),
+        task,
         args.lengths,
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,

@@ -55,6 +55,7 @@ emulate:float8_e4m3, emulate:e5m3) rounds the residual stream instead.
     "behaviour": """examples:
   oversquash-lens behaviour --model smollm2-135m --task copy_last --lengths 1,5,10,20
   oversquash-lens behaviour --model tiny-gpt2 --task count_ones --lengths 1:10 --json
+  oversquash-lens behaviour --model toy-copy --task copy_first --lengths 8,32,48,64
 """,
     "report": """examples:
   oversquash-lens report --model smollm2-135m --out report/    # full suite, ~10 min on CPU
@@ -207,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "behaviour", "greedy answers of a task against length")
     _common(p)
     p.add_argument("--task", default="copy_last", help="a task of osl.tasks, e.g. copy_last")
+    p.add_argument(
+        "--style",
+        choices=["paper", "compact"],
+        default=None,
+        help="prompt style; default: compact for the toy models, paper otherwise",
+    )
     p.add_argument("--lengths", type=parse_lengths, default=parse_lengths("1,2,5,10,20"))
     p.add_argument("--samples", type=_positive, default=4)
     p.add_argument("--max-new-tokens", type=_positive, default=None, help="default: the task's")

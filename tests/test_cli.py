@@ -152,6 +152,16 @@ def test_behaviour_runs_the_task_by_name(capsys, tmp_path: Path) -> None:
     assert "unknown task 'no_such_task': choose one of copy_last" in capsys.readouterr().err
 
 
+def test_behaviour_uses_the_compact_style_on_the_toy_models(capsys) -> None:
+    argv = ["behaviour", "--model", "toy-copy", "--backend", BACKENDS[0], "--json"]
+    assert main([*argv, "--task", "copy_first", "--lengths", "8", "--samples", "1"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["rows"][0]["output"].strip() == "0"  # trained: "F:0…1=" -> "0"
+    assert payload["accuracy"][0]["accuracy"] == 1.0
+    assert main([*argv, "--task", "count_word", "--style", "compact"]) == 2
+    assert "task 'count_word' in compact style" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "argv, message",
