@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (see README):
-#   make demo   - build .venv if needed, run the main job on SmolLM2-135M (offline)
+#   make demo   - build .venv if needed, run the main job (the HTML report) on SmolLM2-135M, offline
 #   make test   - build .venv if needed, run the whole test suite
 # `make ci` runs what .ci/run runs: lint (ruff, pyright), the suite on TransformerLens 3.9,
 # and the suite again on TransformerLens 4.x (TransformerBridge only) in .venv-tl4.
@@ -26,7 +26,7 @@ $(eval $(call venv,$(VENV),requirements/tl3.txt))
 $(eval $(call venv,$(VENV_TL4),requirements/tl4.txt))
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/oversquash-lens demo
+	$(VENV)/bin/oversquash-lens report --model smollm2-135m --out report/
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -299,16 +299,8 @@ def _collapse(args: Any) -> int:
 
 def _behaviour(args: Any) -> int:
     from . import tasks
+    from ._behaviour import behaviour
 
-    try:
-        from ._behaviour import behaviour
-    except ImportError:
-        print(
-            "oversquash-lens behaviour: error: osl.behaviour is not in this version of "
-            "oversquash_lens; upgrade it or use `collapse`/`trace`",
-            file=sys.stderr,
-        )
-        return 1
     if args.task not in tasks.TASKS:
         raise UsageError(f"unknown task {args.task!r}: choose one of {', '.join(tasks.TASKS)}")
     style = args.style or ("compact" if args.model.lower().startswith("toy-") else "paper")

@@ -130,16 +130,14 @@ _SHOWN_K = 10  # index of the length whose pair is shown: short enough to read
 
 
 def views(kind: str, *args: Any) -> list[Any]:
-    """The circuitsvis views of a section (none when ``osl.render`` is not installed).
+    """The circuitsvis views of a section.
 
     ``kind`` and arguments: ``"collapse"`` (result, family, model): the pair at a short
     length; ``"flow"`` (flow result): sensitivity and path weight per token;
     ``"attention"`` (model, tokens ``[1, pos]``, n_layers): first and last layer patterns.
     """
-    try:
-        from .. import render  # type: ignore[attr-defined]
-    except ImportError:
-        return []
+    from .. import render
+
     if kind == "collapse":
         result, family, model = args
         k = result.lengths[min(len(result.lengths) - 1, _SHOWN_K)]
@@ -167,26 +165,15 @@ def views(kind: str, *args: Any) -> list[Any]:
 def assemble(title: str, parts: Sequence[Any]) -> str:
     """The whole page: HTML strings and circuitsvis views, in order.
 
-    With ``osl.render`` installed, :func:`oversquash_lens.render.page` builds the page
-    (the circuitsvis bundle inlined once); otherwise a plain page holds the HTML parts
-    (views are then left out, since they cannot render without the bundle).
+    :func:`oversquash_lens.render.page` builds it, with the circuitsvis bundle inlined once.
 
     Example:
         >>> "<h2>x</h2>" in assemble("t", ["<h2>x</h2>"])
         True
     """
-    styled = [f"<style>{STYLE}</style>", *parts]
-    try:
-        from ..render import page  # type: ignore[attr-defined]
-    except ImportError:
-        page = None
-    if page is not None:
-        return page(list(styled), title=title)
-    body = "\n".join(p for p in styled if isinstance(p, str))
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title></head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body></html>\n"
-    )
+    from ..render import page
+
+    return page([f"<style>{STYLE}</style>", *parts], title=title)
 
 
 def report_page(
@@ -220,8 +207,6 @@ def report_page(
         ),
         contents([(s.key, s.title) for s in sections]),
     ]
-    if not any(s.key.startswith("behaviour") for s in sections):
-        parts.append(note("Behaviour (greedy answers vs length) is not in this version."))
     for s in sections:
         parts += s.parts
     timings = [{"step": s.key, "seconds": round(s.seconds, 1)} for s in sections]
