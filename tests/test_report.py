@@ -166,14 +166,6 @@ def test_summary_numbers_come_from_the_saved_results(
     assert {r["precision"] for r in sweep} == set(SWEEP_PRECISIONS)
     eps = {r["precision"]: r["epsilon"] for r in sweep}
     assert eps["bfloat16"] == 2.0**-7 and eps["emulate:float8_e4m3"] == 2.0**-3
-    glasses = osl.GlassesResult.load(out / "results" / "glasses_copy_last.npz")
-    frame = glasses.to_dataframe()
-    rows = summary["steps"]["glasses_copy_last"]["rows"]
-    assert len(rows) == len(frame) == 4 * 2  # four variants at k = 20 and 60
-    for row, (_, want) in zip(rows, frame.iterrows(), strict=True):
-        assert all(
-            _same(row[k], want[k].item() if hasattr(want[k], "item") else want[k]) for k in row
-        ), (row, dict(want))
     flow = osl.FlowResult.load(out / "results" / "flow_count_ones_64.npz")
     y = flow.point_index()
     step = summary["steps"]["flow_count_ones_64"]
@@ -194,8 +186,8 @@ def test_page_is_self_contained(quick_report: tuple[Path, dict[str, Any]]) -> No
     assert page.count("var CircuitsVis") + page.count("CircuitsVis=") >= 1
     # views: a collapse pair per Fig 5 panel, two token rows per flow, attention heads
     assert page.count("CircuitsVis.render(") >= 5 + 2 * 2 + 1
-    # 5 panels, the sweep, 2 flows, 3 behaviour tasks, the glasses
-    assert page.count('src="data:image/png;base64,') == 12
+    # 5 panels, the sweep, 2 flows, 3 behaviour tasks (the glasses are full-report only)
+    assert page.count('src="data:image/png;base64,') == 11
     for step in paper_suite(quick=True).steps:
         assert f'id="{step.key}"' in page
 
@@ -210,7 +202,7 @@ def test_page_renders_offline_in_a_browser(quick_report: tuple[Path, dict[str, A
     assert len(ids) >= 10
     assert not re.search(r'<div id="osl-\d+" class="osl-cv"[^>]*></div>', run.dom)
     assert "Head Selector" in run.dom and run.dom.count("<canvas") >= 3
-    assert run.dom.count("<img") == 12
+    assert run.dom.count("<img") == 11
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -228,3 +220,16 @@ def test_report_takes_a_model_object_on_each_backend(
     figures = page.parent / "figures"
     assert (figures / "fig5_a_count_ones.png").exists()
     assert not list(figures.glob("*.svg"))  # only the formats asked for
+    glasses = osl.GlassesResult.load(page.parent / "results" / "glasses_copy_last.npz")
+    frame = glasses.to_dataframe()
+    rows = summary["steps"]["glasses_copy_last"]["rows"]
+    assert len(rows) == len(frame) == 4 * 2  # four variants at k = 2 and 4
+    for row, (_, want) in zip(rows, frame.iterrows(), strict=True):
+        assert all(
+            _same(row[k], want[k].item() if hasattr(want[k], "item") else want[k]) for k in row
+        ), (row, dict(want))
+
+
+def test_glasses_only_in_the_full_report() -> None:
+    assert [s.key for s in paper_suite().steps][-1] == "glasses_copy_last"
+    assert not [s for s in paper_suite(quick=True).steps if s.key.startswith("glasses")]

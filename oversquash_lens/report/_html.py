@@ -207,6 +207,8 @@ def report_page(
         ),
         contents([(s.key, s.title) for s in sections]),
     ]
+    if not any(s.key.startswith("glasses") for s in sections):
+        parts.append(note("The glasses comparison (separators, hint) is in the full report."))
     for s in sections:
         parts += s.parts
     timings = [{"step": s.key, "seconds": round(s.seconds, 1)} for s in sections]
