@@ -92,22 +92,49 @@ def _hf_config(spec: TinySpec, vocab: int, tokenizer: Any) -> Any:
                 **ids,
             )
         )
+    return llama_config(
+        vocab=vocab,
+        d_model=spec.d_model,
+        d_mlp=spec.d_mlp,
+        n_layers=spec.n_layers,
+        n_heads=spec.n_heads,
+        n_kv_heads=spec.n_kv_heads,
+        initializer_range=INIT_STD,
+        **ids,
+    )
+
+
+def llama_config(
+    *,
+    vocab: int,
+    d_model: int,
+    d_mlp: int,
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int,
+    rope_theta: float = 10000.0,
+    n_ctx: int = N_CTX,
+    **extra: Any,
+) -> Any:
+    """A Hugging Face ``LlamaConfig``, eager attention, untied embeddings.
+
+    Shared by the small built-in models: the tiny random ones and the trained toys.
+    """
     from transformers import LlamaConfig
 
     return eager(
         LlamaConfig(
             vocab_size=vocab,
-            hidden_size=spec.d_model,
-            intermediate_size=spec.d_mlp,
-            num_hidden_layers=spec.n_layers,
-            num_attention_heads=spec.n_heads,
-            num_key_value_heads=spec.n_kv_heads,
-            max_position_embeddings=N_CTX,
+            hidden_size=d_model,
+            intermediate_size=d_mlp,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=n_kv_heads,
+            max_position_embeddings=n_ctx,
             rms_norm_eps=1e-5,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
             tie_word_embeddings=False,
-            initializer_range=INIT_STD,
-            **ids,
+            **extra,
         )
     )
 

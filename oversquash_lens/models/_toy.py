@@ -18,8 +18,7 @@ from typing import Any
 import torch
 
 from ._build import Source
-from ._gguf import eager
-from ._tiny import tiny_tokenizer
+from ._tiny import llama_config, tiny_tokenizer
 
 N_CTX = 2048  # rotary: any length runs; the training record says which lengths were trained
 
@@ -66,24 +65,18 @@ def toy_dir(name: str) -> Path:
 
 def hf_config(spec: ToySpec, tokenizer: Any) -> Any:
     """The Hugging Face ``LlamaConfig`` of a toy model (eager attention)."""
-    from transformers import LlamaConfig
-
-    return eager(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=spec.d_model,
-            intermediate_size=spec.d_mlp,
-            num_hidden_layers=spec.n_layers,
-            num_attention_heads=spec.n_heads,
-            num_key_value_heads=spec.n_heads,
-            max_position_embeddings=N_CTX,
-            rms_norm_eps=1e-5,
-            rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
-            tie_word_embeddings=False,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    return llama_config(
+        vocab=len(tokenizer),
+        d_model=spec.d_model,
+        d_mlp=spec.d_mlp,
+        n_layers=spec.n_layers,
+        n_heads=spec.n_heads,
+        n_kv_heads=spec.n_heads,
+        rope_theta=spec.rope_theta,
+        n_ctx=N_CTX,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
