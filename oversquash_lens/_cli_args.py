@@ -156,6 +156,13 @@ def _prompt(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n", type=_positive, default=32, help="tokens of the --task prompt")
 
 
+def _jacobian_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `trace` and `sensitivity`: how the Jacobian norms are taken."""
+    parser.add_argument("--method", choices=["hutchinson", "exact"], default="hutchinson")
+    parser.add_argument("--probes", type=_positive, default=16, help="Hutchinson probes")
+    parser.add_argument("--layers", default="final", help="'final', 'all' or e.g. 0,14,final")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``oversquash-lens`` parser and its subcommands."""
     parser = argparse.ArgumentParser(
@@ -170,9 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "trace", "sensitivity beside the attention-path bound, per input token")
     _common(p)
     _prompt(p)
-    p.add_argument("--method", choices=["hutchinson", "exact"], default="hutchinson")
-    p.add_argument("--probes", type=_positive, default=16, help="Hutchinson probes")
-    p.add_argument("--layers", default="final", help="'final', 'all' or e.g. 0,14,final")
+    _jacobian_options(p)
     _out(p)
 
     p = _sub(sub, "paths", "attention-path weights from every token to the last one")
@@ -185,9 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "sensitivity", "Jacobian norms of the last token w.r.t. every input token")
     _common(p)
     _prompt(p)
-    p.add_argument("--method", choices=["hutchinson", "exact"], default="hutchinson")
-    p.add_argument("--probes", type=_positive, default=16, help="Hutchinson probes")
-    p.add_argument("--layers", default="final", help="'final', 'all' or e.g. 0,14,final")
+    _jacobian_options(p)
     _out(p)
 
     p = _sub(sub, "collapse", "representational collapse of a sequence family over lengths")
