@@ -1,26 +1,40 @@
 """Result base class: dataclasses of CPU tensors + provenance, saved atomically.
 
 A saved result is one ``.npz`` file: every tensor field as an array, plus a JSON
-``__meta__`` entry holding the class name, the other fields and the provenance. Writing
-goes to a temporary file in the same folder, is flushed to disk, then renamed over the
-target, so a crash never leaves a half-written result.
+``__meta__`` entry holding the class name, the format version, the other fields and
+the provenance. Tensors of dtypes numpy lacks (bfloat16, the float8 formats) are
+stored as their raw bits in a same-width unsigned array; ``__meta__["raw_bits"]`` maps
+such a field to its torch dtype, and :meth:`Result.load` restores it bit-exactly.
+
+Writing goes to a temporary file in the same folder, is flushed to disk, then renamed
+over the target, so a crash never leaves a half-written result. The temporary file's
+name carries the writer's PID; a later save of the same target removes the temporary
+files that writers killed mid-write left behind.
 """
 
+import contextlib
 import dataclasses
+import errno
 import io
 import json
 import os
+import socket
 import tempfile
+import time
+import zlib
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 
+from .._errors import ResultFileError
 from ._provenance import Provenance
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tensors of numpy-less dtypes as raw bits ("raw_bits")
+_META = "__meta__"
 _RESULT_TYPES: dict[str, type["Result"]] = {}
+_BIT_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 R = TypeVar("R", bound="Result")
 
 
@@ -44,6 +58,8 @@ class Result:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the result to ``path`` (``.npz`` appended if missing), atomically.
 
+        Tensors of any dtype are kept bit-exactly, bfloat16 and float8 included.
+
         Returns:
             The path written.
 
@@ -61,16 +77,21 @@ class Result:
             target = target.with_name(target.name + ".npz")
         arrays: dict[str, np.ndarray] = {}
         meta: dict[str, Any] = {}
+        raw_bits: dict[str, str] = {}
         for fld in self._fields():
             value = getattr(self, fld.name)
             if isinstance(value, torch.Tensor):
-                arrays[fld.name] = value.detach().cpu().numpy()
+                arrays[fld.name], dtype_name = _tensor_to_array(value)
+                if dtype_name is not None:
+                    raw_bits[fld.name] = dtype_name
             elif isinstance(value, Provenance):
                 meta[fld.name] = {"__provenance__": value.to_dict()}
             else:
                 meta[fld.name] = value
         header = {"type": self.result_type, "format_version": FORMAT_VERSION, "fields": meta}
-        arrays["__meta__"] = np.array(json.dumps(header, default=_json_default))
+        if raw_bits:
+            header["raw_bits"] = raw_bits
+        arrays[_META] = np.array(json.dumps(header, default=_json_default))
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(target, buffer.getvalue())
@@ -78,27 +99,190 @@ class Result:
 
     @classmethod
     def load(cls: type[R], path: str | os.PathLike[str]) -> R:
-        """Read a result written by :meth:`save`.
+        """Read a result written by :meth:`save`. Nothing in the file is ever unpickled.
 
         Raises:
+            FileNotFoundError: If there is no file at ``path``.
+            ResultFileError: If the file is corrupt, truncated, not a saved result, or
+                written by a newer oversquash-lens.
             TypeError: If the file holds a different result type.
         """
-        with np.load(Path(path), allow_pickle=False) as data:
-            header = json.loads(str(data["__meta__"]))
-            arrays = {k: torch.from_numpy(np.array(data[k])) for k in data.files if k != "__meta__"}
-        kind = header.get("type")
-        result_cls = _RESULT_TYPES.get(kind, None)
-        if result_cls is None or not issubclass(result_cls, cls):
-            raise TypeError(f"{path} holds a {kind}, not a {cls.__name__}")
-        kwargs: dict[str, Any] = dict(arrays)
-        for name, value in header["fields"].items():
-            if isinstance(value, dict) and "__provenance__" in value:
-                kwargs[name] = Provenance.from_dict(value["__provenance__"])
-            else:
+        source = Path(path)
+        header, arrays = _read_file(source)
+        result_cls = _result_class(source, header["type"], cls)
+        _check_names(source, result_cls, header, arrays)
+        try:
+            kwargs = _tensors(source, header, arrays)
+            for name, value in header["fields"].items():
                 kwargs[name] = _restore_json(result_cls, name, value)
-        return result_cls(**kwargs)  # type: ignore[return-value]
+            return result_cls(**kwargs)  # type: ignore[return-value]
+        except ResultFileError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            why = f"its contents fail {result_cls.__name__}'s checks: {exc}"
+            raise _unreadable(source, why) from exc
 
 
+# ---------------------------------------------------------------------- tensors
+def _tensor_to_array(tensor: torch.Tensor) -> tuple[np.ndarray, str | None]:
+    """The array to store, and the torch dtype's name if it holds raw bits."""
+    tensor = tensor.detach().cpu().resolve_conj().resolve_neg()
+    try:
+        return tensor.numpy(), None
+    except TypeError:  # a dtype numpy lacks: bfloat16, float8, complex32
+        pass
+    bits = _BIT_DTYPES.get(tensor.element_size())
+    if bits is None:
+        raise TypeError(f"cannot save a {tensor.dtype} tensor in a result")
+    array = tensor.contiguous().view(bits).numpy()
+    return array.view(f"u{array.itemsize}"), str(tensor.dtype).removeprefix("torch.")
+
+
+def _array_to_tensor(source: Path, name: str, array: np.ndarray, dtype_name: Any) -> torch.Tensor:
+    """Inverse of :func:`_tensor_to_array` for one field."""
+    if dtype_name is None:
+        return torch.from_numpy(array)
+    dtype = getattr(torch, dtype_name, None) if isinstance(dtype_name, str) else None
+    if not isinstance(dtype, torch.dtype):
+        raise _unreadable(
+            source,
+            f"field {name!r} holds {dtype_name!r} values, which this torch "
+            f"{torch.__version__} does not know; upgrade torch to load it",
+        )
+    if array.dtype != np.dtype(f"u{dtype.itemsize}"):
+        raise _unreadable(source, f"field {name!r} is {array.dtype}, not the bits of {dtype}")
+    return torch.from_numpy(array.view(f"i{dtype.itemsize}")).view(dtype)
+
+
+def _tensors(source: Path, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    raw_bits = header.get("raw_bits", {})
+    return {k: _array_to_tensor(source, k, a, raw_bits.get(k)) for k, a in arrays.items()}
+
+
+# ---------------------------------------------------------------------- reading
+def _read_file(source: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The checked header and the arrays of a result file; bad files a ResultFileError."""
+    _check_is_zip(source)
+    try:
+        # np.load leaks the file it opened when the zip is unreadable: open it here.
+        with source.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+            if _META not in data.files:
+                raise _unreadable(
+                    source,
+                    f"it has no {_META} entry, so it was not written "
+                    "by Result.save (plain numpy.savez files cannot be loaded)",
+                )
+            arrays = {k: np.array(data[k]) for k in data.files}
+    except ResultFileError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise _unreadable(source, f"it is truncated or corrupt: {exc}") from exc
+        why = "it holds pickled Python objects, which are never loaded since they can run code"
+        raise _unreadable(source, why) from exc
+    except OSError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, zlib.error, EOFError...
+        why = f"it is truncated or corrupt: {type(exc).__name__}: {exc}"
+        raise _unreadable(source, why) from exc
+    return _parse_header(source, arrays.pop(_META)), arrays
+
+
+def _check_is_zip(source: Path) -> None:
+    """FileNotFoundError / ResultFileError unless ``source`` is a file that starts a zip."""
+    if not source.exists():
+        hint = f"; did you mean {source.name}.npz?" if Path(f"{source}.npz").is_file() else ""
+        message = f"no result file at {source}{hint}"
+        raise FileNotFoundError(errno.ENOENT, message, str(source))
+    if source.is_dir():
+        raise _unreadable(source, "it is a folder; give the path of a saved .npz file")
+    with source.open("rb") as handle:
+        magic = handle.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise _unreadable(source, "it is not an .npz (zip) archive")
+
+
+def _parse_header(source: Path, raw: np.ndarray) -> dict[str, Any]:
+    """The ``__meta__`` entry as a dict with a supported version, a type and fields."""
+    try:
+        header = json.loads(str(raw[()])) if raw.dtype.kind == "U" and raw.ndim == 0 else None
+    except ValueError as exc:
+        raise _unreadable(source, f"its {_META} entry is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise _unreadable(source, f"its {_META} entry is not a JSON object")
+    _check_version(source, header.get("format_version", None))
+    if not isinstance(header.get("type"), str):
+        raise _unreadable(source, f"its {_META} entry names no result type")
+    if not isinstance(header.get("fields"), dict):
+        raise _unreadable(source, f"its {_META} entry has no fields")
+    if not isinstance(header.get("raw_bits", {}), dict):
+        raise _unreadable(source, f"its {_META} entry's raw_bits is not a JSON object")
+    return header
+
+
+def _check_version(source: Path, version: Any) -> None:
+    if version is None:
+        raise _unreadable(source, f"its {_META} entry has no format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise _unreadable(source, f"its format_version {version!r} is not a version number")
+    if version > FORMAT_VERSION:
+        raise ResultFileError(
+            f"{source} was written by a newer oversquash-lens (format version {version}; "
+            f"this one reads up to {FORMAT_VERSION}): upgrade oversquash-lens "
+            "(pip install -U oversquash-lens) to load it"
+        )
+
+
+def _result_class(source: Path, kind: str, cls: type["Result"]) -> type["Result"]:
+    """The registered class named ``kind``; TypeError unless it is ``cls`` or below."""
+    result_cls = _RESULT_TYPES.get(kind, None)
+    if result_cls is None:
+        raise TypeError(
+            f"{source} holds a {kind}, not a {cls.__name__}; no result class of that name "
+            "is defined: import the module that defines it first"
+        )
+    if not issubclass(result_cls, cls):
+        raise TypeError(
+            f"{source} holds a {kind}, not a {cls.__name__}; load it with {kind}.load "
+            "or Result.load"
+        )
+    return result_cls
+
+
+def _check_names(
+    source: Path, result_cls: type, header: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> None:
+    """The stored names are exactly the dataclass's fields (those with defaults optional)."""
+    fields = [f for f in dataclasses.fields(result_cls) if f.init]
+    known = {f.name for f in fields}
+    required = {
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    stored = set(arrays) | set(header["fields"])
+    problems = []
+    if unknown := sorted(stored - known):
+        problems.append(f"unknown fields {unknown}")
+    if missing := sorted(required - stored):
+        problems.append(f"missing fields {missing}")
+    if twice := sorted(set(arrays) & set(header["fields"])):
+        problems.append(f"fields stored twice {twice}")
+    if stray := sorted(set(header.get("raw_bits", {})) - set(arrays)):
+        problems.append(f"raw_bits for no array {stray}")
+    if problems:
+        why = f"its contents do not match {result_cls.__name__}: {'; '.join(problems)}"
+        raise _unreadable(source, why + " (written by another version of the class?)")
+
+
+def _unreadable(source: Path, why: str) -> ResultFileError:
+    return ResultFileError(
+        f"cannot load {source}: {why}. Pass the path of a file written by Result.save(), "
+        "or re-run the analysis and save it again"
+    )
+
+
+# ---------------------------------------------------------------------- JSON fields
 def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
@@ -110,11 +294,18 @@ def _json_default(value: Any) -> Any:
 
 
 def _restore_json(cls: type, name: str, value: Any) -> Any:
-    """Lists that were tuples in the dataclass come back as tuples."""
+    """Provenance comes back as one; lists that were tuples in the dataclass as tuples."""
+    if isinstance(value, dict) and "__provenance__" in value:
+        return Provenance.from_dict(value["__provenance__"])
     fld = next((f for f in dataclasses.fields(cls) if f.name == name), None)
     if fld is not None and isinstance(value, list) and "tuple" in str(fld.type):
         return tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return value
+
+
+# ---------------------------------------------------------------------- atomic writes
+_STALE_AGE_S = 3600.0  # temp files whose writer cannot be checked are stale after this
+_MKSTEMP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 def _umask() -> int:
@@ -123,10 +314,29 @@ def _umask() -> int:
     return mask
 
 
+def _host_tag() -> str:
+    """Short tag of this machine, so a PID is only checked on the host that owns it."""
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _temp_prefix(target: Path, pid: int | None = None) -> str:
+    """Name prefix of the temporary files that process ``pid`` writes for ``target``.
+
+    Example:
+        >>> _temp_prefix(Path("out/norms.npz"), pid=42).startswith(".norms.npz.42-")
+        True
+    """
+    return f".{target.name}.{os.getpid() if pid is None else pid}-{_host_tag()}."
+
+
 def atomic_write_bytes(target: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``target`` via a temporary file and an atomic rename."""
+    """Write ``payload`` to ``target`` via a temporary file and an atomic rename.
+
+    The temporary file is ``.<name>.<pid>-<host>.<random>.tmp`` beside the target. After
+    the rename, temporary files of the same target left by dead writers are removed.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -138,3 +348,52 @@ def atomic_write_bytes(target: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    _remove_stale_temps(target)
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete the temporary files of ``target`` whose writer is gone; never fails.
+
+    A file named by :func:`_temp_prefix` is stale when its PID is not a live process on
+    this host; one from another host, or named without a PID (older versions), when it
+    has not changed for an hour. Temporary files of live writers are never touched.
+    """
+    prefix, now = f".{target.name}.", time.time()
+    with contextlib.suppress(OSError), os.scandir(target.parent) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            with contextlib.suppress(OSError):
+                if _is_stale(name[len(prefix) : -len(".tmp")], entry, now):
+                    os.unlink(entry.path)
+
+
+def _is_stale(middle: str, entry: os.DirEntry[str], now: float) -> bool:
+    """Whether a temp file (``middle``: its name between the prefix and ``.tmp``) is stale."""
+    owner, _, random_part = middle.rpartition(".")
+    if not _is_mkstemp_name(random_part) or not entry.is_file(follow_symlinks=False):
+        return False
+    pid, dash, host = owner.partition("-")
+    if owner and not (dash and pid.isascii() and pid.isdigit()):
+        return False  # another target's temp, e.g. of "<name>.1" when the target is <name>
+    if owner and host == _host_tag():
+        return not _pid_alive(int(pid))
+    return now - entry.stat(follow_symlinks=False).st_mtime > _STALE_AGE_S
+
+
+def _is_mkstemp_name(text: str) -> bool:
+    return len(text) == 8 and set(text) <= _MKSTEMP_CHARS
+
+
+def _pid_alive(pid: int) -> bool:
+    """True unless ``pid`` is surely not a running process (unsure counts as alive)."""
+    if os.name == "nt" or pid <= 0:  # os.kill(pid, 0) would terminate it on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: alive, owned by another user
+        return True
+    return True
