@@ -12,24 +12,32 @@ from ._hooks import hook_point as hook_point
 from ._hooks import hooks as hooks
 from ._hooks import intervene as intervene
 from ._hooks import record as record
-from ._hooks import run_boundaries as run_boundaries
+from ._hooks import silent_pass as silent_pass
 from ._precision import active_precision as active_precision
+from ._precision import check_emulation as check_emulation
 from ._precision import emulate_precision as emulate_precision
 from ._precision import native_dtype as native_dtype
+from ._runs import logits_transformed as logits_transformed
+from ._runs import run_boundaries as run_boundaries
+from ._state import frozen_parameters as frozen_parameters
 from ._state import preserve_state as preserve_state
 
 __all__ = [
     "ActivationRecord",
     "HookFn",
     "active_precision",
+    "check_emulation",
     "emulate_precision",
     "fired_hooks",
+    "frozen_parameters",
     "hook_dict",
     "hook_point",
     "hooks",
     "intervene",
+    "logits_transformed",
     "native_dtype",
     "preserve_state",
     "record",
     "run_boundaries",
+    "silent_pass",
 ]

@@ -17,25 +17,38 @@ import difflib
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from .._compat import backend_of
 from .._errors import MissingHookError
+from ._guard import Token, discard, guarded
 from ._state import preserve_state
 
 HookFn = Callable[..., Any]  # fn(activation, *, hook) -> replacement or None
 Direction = Literal["fwd", "bwd"]
 Order = Literal["append", "first", "last"]
 
-# Models running a hidden probe pass (fired_hooks): our hooks stay silent during it.
-_PROBING: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+# Models running a hidden probe pass (fired_hooks, silent_pass): our hooks stay silent
+# during it. One token per probe in progress, so nested probes end cleanly.
+_PROBING: "weakref.WeakKeyDictionary[torch.nn.Module, list[Token]]" = weakref.WeakKeyDictionary()
+
+
+def probing(model: Any) -> bool:
+    """Whether ``model`` is running a hidden probe pass right now."""
+    return bool(_PROBING.get(model))
 
 
 def hook_dict(model: Any) -> dict[str, Any]:
-    """Name → HookPoint for either backend (the bridge's includes its alias names)."""
+    """Name → HookPoint for either backend (the bridge's includes its alias names).
+
+    Raises:
+        UnsupportedModelError: For anything that is not a TransformerLens model.
+    """
+    backend_of(model)
     return dict(model.hook_dict)
 
 
@@ -66,18 +79,123 @@ def _add(point: Any, fn: HookFn, direction: Direction, prepend: bool) -> Any:
     return added[0]
 
 
+def _torch_hooks(point: Any, direction: Direction) -> dict[int, Any]:
+    return point._forward_hooks if direction == "fwd" else point._backward_hooks
+
+
+PointSnapshot = tuple[Any, Direction, set[int], set[int]]  # point, dir, lens ids, torch ids
+
+
+def _snapshot_point(point: Any, direction: Direction) -> PointSnapshot:
+    """What is registered at a point before we add one hook there."""
+    lens = {id(h) for h in _handles(point, direction)}
+    return point, direction, lens, set(_torch_hooks(point, direction))
+
+
+def _remove_since(snapshot: PointSnapshot) -> None:
+    """Remove every hook added at a point since ``snapshot`` (idempotent).
+
+    Only used for a registration that an interrupt cut short: between the snapshot and
+    the handle being kept, nothing but our ``add_hook`` call ran.
+    """
+    point, direction, lens, torch_ids = snapshot
+    for handle in list(_handles(point, direction)):
+        if id(handle) not in lens:
+            _remove(point, handle, direction)
+    table = _torch_hooks(point, direction)
+    for key in [k for k in table if k not in torch_ids]:
+        table.pop(key, None)
+
+
 def _remove(point: Any, handle: Any, direction: Direction) -> None:
+    """Remove one of our handles from a point (idempotent)."""
     handle.hook.remove()
     kept = [h for h in _handles(point, direction) if h is not handle]
-    if direction == "fwd":
-        point.fwd_hooks = kept
-    else:
-        point.bwd_hooks = kept
+    if len(kept) != len(_handles(point, direction)):
+        if direction == "fwd":
+            point.fwd_hooks = kept
+        else:
+            point.bwd_hooks = kept
+
+
+_HOOK_TABLES = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+
+
+class ModuleHooks:
+    """Plain torch module hooks of ours, removable all at once even after an interrupt."""
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+        self._pending: list[tuple[torch.nn.Module, dict[str, set[Any]]]] = []
+
+    def add(self, module: torch.nn.Module, register: Callable[[], Any]) -> None:
+        """Call ``register()`` (e.g. ``lambda: m.register_forward_hook(fn)``) and keep it."""
+        tables = {name: set(getattr(module, name, {})) for name in _HOOK_TABLES}
+        self._pending.append((module, tables))
+        self.handles.append(register())
+        self._pending.clear()
+
+    def remove_all(self) -> None:
+        """Remove every hook added here (idempotent)."""
+        for module, before in self._pending:
+            for name, keys in before.items():
+                table = getattr(module, name, {})
+                for key in [k for k in table if k not in keys]:
+                    table.pop(key, None)
+        for handle in self.handles:
+            handle.remove()
+
+
+class HookSet:
+    """Hooks this package added, removable all at once, even after an interrupted add."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[Any, Any, Direction]] = []
+        self._pending: list[PointSnapshot] = []
+        self._modules = ModuleHooks()
+
+    def add(self, point: Any, fn: HookFn, direction: Direction, prepend: bool) -> Any:
+        """Register ``fn`` at ``point``; recorded before anything can interrupt it."""
+        self._pending.append(_snapshot_point(point, direction))
+        handle = _add(point, fn, direction, prepend)
+        self.added.append((point, handle, direction))
+        self._pending.clear()
+        return handle
+
+    def keep_last(self, model: Any) -> None:
+        """Move our forward hooks to the end of their points whenever a pass starts.
+
+        Observers then see the value the model actually used, after the user's own
+        patching hooks (added before or inside the block).
+        """
+        forward = [(p, h) for p, h, d in self.added if d == "fwd"]
+
+        def move(module: torch.nn.Module, args: Any) -> None:
+            for point, handle in forward:
+                if handle.hook.id in point._forward_hooks:
+                    point._forward_hooks.move_to_end(handle.hook.id)
+
+        embed = _embedding_module(model)
+        self._modules.add(embed, lambda: embed.register_forward_pre_hook(move))
+
+    def remove_all(self) -> None:
+        """Remove every hook added here (idempotent: safe to run twice)."""
+        self._modules.remove_all()
+        for snapshot in self._pending:
+            _remove_since(snapshot)
+        for point, handle, direction in reversed(self.added):
+            _remove(point, handle, direction)
 
 
 def _silent_when_probing(model: Any, fn: HookFn) -> HookFn:
     def hook(activation: Any, hook: Any) -> Any:
-        if model in _PROBING:
+        if probing(model):
             return None
         return fn(activation, hook=hook)
 
@@ -87,10 +205,7 @@ def _silent_when_probing(model: Any, fn: HookFn) -> HookFn:
 def _embedding_module(model: Any) -> torch.nn.Module:
     embed = getattr(model, "embed", None)
     if not isinstance(embed, torch.nn.Module):
-        raise MissingHookError(
-            "cannot find the token embedding module (model.embed); for a TransformerBridge "
-            "call enable_compatibility_mode() first"
-        )
+        raise MissingHookError("cannot find the token embedding module (model.embed)")
     return embed
 
 
@@ -130,42 +245,23 @@ def hooks(
         [torch.Size([1, 4, 64])]
     """
     points = hook_dict(model)
-    added: list[tuple[Any, Any, Direction]] = []
-    with preserve_state(model), ExitStack() as stack:
-        try:
-            directions: tuple[tuple[Direction, Sequence[tuple[str, HookFn]]], ...] = (
-                ("fwd", fwd_hooks),
-                ("bwd", bwd_hooks),
-            )
-            for direction, pairs in directions:
-                for name, fn in pairs:
-                    point = hook_point(model, name, points)
-                    handle = _add(
-                        point, _silent_when_probing(model, fn), direction, order == "first"
-                    )
-                    added.append((point, handle, direction))
-            if order == "last" and added:
-                stack.enter_context(_keep_last(model, [(p, h) for p, h, d in added if d == "fwd"]))
-            yield model
-        finally:
-            for point, handle, direction in reversed(added):
-                _remove(point, handle, direction)
-
-
-@contextmanager
-def _keep_last(model: Any, handles: list[tuple[Any, Any]]) -> Iterator[None]:
-    """Move our forward hooks to the end of their points whenever a pass starts."""
-
-    def move(module: torch.nn.Module, args: Any) -> None:
-        for point, handle in handles:
-            if handle.hook.id in point._forward_hooks:
-                point._forward_hooks.move_to_end(handle.hook.id)
-
-    registration = _embedding_module(model).register_forward_pre_hook(move)
-    try:
-        yield
-    finally:
-        registration.remove()
+    directions: tuple[tuple[Direction, Sequence[tuple[str, HookFn]]], ...] = (
+        ("fwd", fwd_hooks),
+        ("bwd", bwd_hooks),
+    )
+    # Resolve every name first: a bad one registers nothing.
+    planned: list[tuple[Any, HookFn, Direction]] = [
+        (hook_point(model, name, points), fn, direction)
+        for direction, pairs in directions
+        for name, fn in pairs
+    ]
+    registered = HookSet()
+    with preserve_state(model), guarded(registered.remove_all):
+        for point, fn, direction in planned:
+            registered.add(point, _silent_when_probing(model, fn), direction, order == "first")
+        if order == "last" and any(d == "fwd" for _, _, d in registered.added):
+            registered.keep_last(model)
+        yield model
 
 
 def intervene(
@@ -275,58 +371,37 @@ def record(
 
 
 @contextmanager
-def run_boundaries(
-    model: Any,
-    on_tokens: Callable[[Tensor | None], None],
-    on_end: Callable[[], None],
-    on_logits: Callable[[Tensor], None] | None = None,
-) -> Iterator[None]:
-    """Report the token ids fed to the embedding, and the ends of forward passes.
-
-    ``on_tokens(tokens)`` runs whenever ``model.embed`` is called (a forward pre-hook sees
-    the ids on both backends and through every entry point: ``model(...)``,
-    ``run_with_cache``, ``run_with_hooks`` and ``generate``, where the bridge and
-    TransformerLens call ``forward`` or ``embed`` directly, so a hook on the root module
-    alone would miss them). ``on_end()`` runs when a call of the model starts or finishes
-    and when the unembedding has run, so a pass stopped early (``stop_at_layer``) or
-    started late (``start_at_layer``) is not merged with its neighbours.
-    ``on_logits(logits)``, if given, sees the unembedding's output just before that.
-    """
-    embed = _embedding_module(model)
-
-    def tokens_hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if model in _PROBING:
-            return
-        tokens = args[0] if args else next(iter(kwargs.values()), None)
-        on_tokens(tokens.detach().to("cpu") if isinstance(tokens, Tensor) else None)
-
-    def end_hook(*_: Any) -> None:
-        if model not in _PROBING:
-            on_end()
-
-    def logits_hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-        if model in _PROBING:
-            return
-        if on_logits is not None and isinstance(output, Tensor):
-            on_logits(output)
-        on_end()
-
-    handles = [
-        embed.register_forward_pre_hook(tokens_hook, with_kwargs=True),
-        model.register_forward_pre_hook(end_hook),
-        model.register_forward_hook(end_hook),
-    ]
-    unembed = getattr(model, "unembed", None)
-    if isinstance(unembed, torch.nn.Module):
-        handles.append(unembed.register_forward_hook(logits_hook))
-    try:
+def probe_pass(model: Any) -> Iterator[None]:
+    """Inside the block, hooks added by this package stay silent (a hidden probe pass)."""
+    token, stack = Token("probe"), _PROBING.setdefault(model, [])
+    with guarded(lambda: discard(stack, token)):
+        stack.append(token)
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
-@torch.no_grad()
+def probe_ids(model: Any, n: int) -> Tensor:
+    """``[1, n]`` ordinary token ids for a probe pass: no pad, BOS or other special token.
+
+    A pad id would be masked out by TransformerLens on a tokenizer that pads on the left.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    special = set(getattr(tokenizer, "all_special_ids", None) or [])
+    vocab = int(model.cfg.d_vocab)
+    ids = [i for i in range(vocab // 2, vocab) if i not in special][:n]
+    if len(ids) < n:
+        ids = [i % vocab for i in range(n)]
+    return torch.tensor([ids], dtype=torch.long, device=model.W_E.device)
+
+
+def silent_pass(model: Any, tokens: Tensor) -> Any:
+    """One forward pass that this package's own hooks do not see; the model is restored.
+
+    The user's own hooks on the model do fire. Returns what the model returned.
+    """
+    with probe_pass(model), preserve_state(model), torch.no_grad():
+        return model(tokens)
+
+
 def fired_hooks(model: Any, names_to_check: Sequence[str], tokens: Tensor) -> set[str]:
     """Which of ``names_to_check`` fire during one forward pass on ``tokens``.
 
@@ -350,14 +425,10 @@ def fired_hooks(model: Any, names_to_check: Sequence[str], tokens: Tensor) -> se
 
         return mark
 
-    present = [(n, make(n)) for n in names_to_check if n in available]
-    added = [(available[n], _add(available[n], fn, "fwd", False)) for n, fn in present]
-    _PROBING.add(model)
-    try:
-        with preserve_state(model):
-            model(tokens)
-    finally:
-        _PROBING.discard(model)
-        for point, handle in added:
-            _remove(point, handle, "fwd")
+    present = [(available[n], make(n)) for n in names_to_check if n in available]
+    registered = HookSet()
+    with guarded(registered.remove_all):
+        for point, fn in present:
+            registered.add(point, fn, "fwd", False)
+        silent_pass(model, tokens)
     return fired

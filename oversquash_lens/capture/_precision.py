@@ -9,15 +9,17 @@ import torch
 from torch import Tensor
 
 from .. import _hooknames as names
+from .._compat import backend_of
 from .._dtypes import native_torch_dtype
 from .._errors import UnsupportedPrecisionError
 from .._tensors import HF_FLOAT32_BUFFERS, cast_floating_
 from ..precision import FormatLike, get_format, round_to_format
+from ._guard import Token, discard, guarded
 from ._hooks import hook_dict, hooks
 from ._state import preserve_state
 
 # Precision contexts active on each model, innermost last, for provenance.
-_PRECISION: "weakref.WeakKeyDictionary[torch.nn.Module, list[str]]" = weakref.WeakKeyDictionary()
+_PRECISION: "weakref.WeakKeyDictionary[torch.nn.Module, list[Token]]" = weakref.WeakKeyDictionary()
 
 
 def active_precision(model: Any) -> str | None:
@@ -31,17 +33,15 @@ def active_precision(model: Any) -> str | None:
         'bfloat16 emulated at residual'
     """
     stack = _PRECISION.get(model)
-    return "; ".join(stack) if stack else None
+    return "; ".join(token.label for token in stack) if stack else None
 
 
 @contextmanager
 def _precision_label(model: Any, label: str) -> Iterator[None]:
-    stack = _PRECISION.setdefault(model, [])
-    stack.append(label)
-    try:
+    token, stack = Token(label), _PRECISION.setdefault(model, [])
+    with guarded(lambda: discard(stack, token)):
+        stack.append(token)
         yield
-    finally:
-        stack.remove(label)
 
 
 @contextmanager
@@ -66,12 +66,46 @@ def native_dtype(model: Any, dtype: FormatLike) -> Iterator[Any]:
         >>> model.W_E.dtype
         torch.float32
     """
+    backend_of(model)
     target = native_torch_dtype(dtype, model.W_E.device)
     with preserve_state(model), _precision_label(model, f"{get_format(target).name} native"):
         cast_floating_(model, target, keep=HF_FLOAT32_BUFFERS)
         if getattr(model.cfg, "dtype", None) is not None:
             model.cfg.dtype = target
         yield model
+
+
+def check_emulation(fmt: FormatLike, model_dtype: torch.dtype) -> None:
+    """Refuse emulating a format the model's own dtype cannot hold exactly.
+
+    Rounding to a wider format than the model computes in changes nothing: the numbers
+    would be the model's own, labelled as the wider format.
+
+    Raises:
+        UnsupportedPrecisionError: With the dtype to load the model in instead.
+
+    Example:
+        >>> import torch
+        >>> check_emulation("bfloat16", torch.float32)  # fine: bf16 fits in float32
+        >>> check_emulation("float64", torch.float32)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        oversquash_lens._errors.UnsupportedPrecisionError: the model runs in float32, ...
+    """
+    spec, running = get_format(fmt), get_format(model_dtype)
+    if running.contains(spec):
+        return
+    if spec.name == "float64":
+        instead = "run it natively instead (precisions=['float64'], osl.native_dtype)"
+    elif get_format(torch.float32).contains(spec):
+        instead = "load the model in float32 (dtype='float32')"
+    else:
+        instead = "load the model in float64 (dtype='float64')"
+    raise UnsupportedPrecisionError(
+        f"the model runs in {running.name}, which cannot hold every {spec.name} value: "
+        f"emulating {spec.name} would return {running.name} numbers labelled {spec.name}; "
+        f"{instead}"
+    )
 
 
 @contextmanager
@@ -114,13 +148,9 @@ def emulate_precision(
         >>> bool((x == x.bfloat16().float()).all())
         True
     """
+    backend_of(model)
     spec = get_format(fmt)
-    running = get_format(model.W_E.dtype)
-    if running.mantissa_bits < 23 and not running.contains(spec):
-        raise UnsupportedPrecisionError(
-            f"the model runs in {running.name}, narrower than {spec.name}: emulating "
-            f"{spec.name} needs a float32 model (load it with dtype='float32')"
-        )
+    check_emulation(spec, model.W_E.dtype)
     if isinstance(points, str):
         if points not in ("residual", "residual+attention"):
             raise ValueError(

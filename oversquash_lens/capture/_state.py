@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._compat import backend_of
 from .._tensors import TensorSlot, tensor_slots
+from ._guard import guarded
 
 
 @dataclass
@@ -63,7 +65,8 @@ def preserve_state(model: Any) -> Iterator[Any]:
     Restored: train/eval flags of every module, ``requires_grad`` of every parameter,
     the global grad mode, ``cfg.dtype``, and the storage of every floating tensor (so a
     cast inside the block, ``model.to(torch.bfloat16)`` included, is undone exactly).
-    In-place edits of weights are not undone.
+    In-place edits of weights are not undone. The restore completes even when a
+    ``KeyboardInterrupt`` lands in the middle of it.
 
     Example:
         >>> import oversquash_lens as osl
@@ -73,8 +76,36 @@ def preserve_state(model: Any) -> Iterator[Any]:
         >>> model.training
         False
     """
+    backend_of(model)
     snap = _snapshot(model)
-    try:
+    with guarded(lambda: _restore(model, snap)):
         yield model
-    finally:
-        _restore(model, snap)
+
+
+@contextmanager
+def frozen_parameters(model: Any) -> Iterator[Any]:
+    """Parameters stop requiring grad inside the block; restored after, also if interrupted.
+
+    The autograd graph then saves nothing for weight gradients (less memory); gradients
+    with respect to activations are unchanged.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2")
+        >>> with frozen_parameters(model):
+        ...     any(p.requires_grad for p in model.parameters())
+        False
+        >>> all(p.requires_grad for p in model.parameters())
+        True
+    """
+    backend_of(model)
+    flags = {p: p.requires_grad for p in model.parameters()}
+
+    def restore() -> None:
+        for param, flag in flags.items():
+            param.requires_grad_(flag)
+
+    with guarded(restore):
+        for param in flags:
+            param.requires_grad_(False)
+        yield model
