@@ -16,16 +16,22 @@ from ._behaviour import behaviour as behaviour
 from ._behaviour_result import BehaviourResult as BehaviourResult
 from ._collapse import collapse as collapse
 from ._errors import BackendUnavailableError as BackendUnavailableError
+from ._errors import CheckpointError as CheckpointError
+from ._errors import CheckpointMismatchError as CheckpointMismatchError
 from ._errors import EmptySequenceError as EmptySequenceError
 from ._errors import IncompatibleRunError as IncompatibleRunError
+from ._errors import InvalidTokensError as InvalidTokensError
 from ._errors import MissingHookError as MissingHookError
 from ._errors import ModelLoadError as ModelLoadError
 from ._errors import OversquashLensError as OversquashLensError
 from ._errors import PatternsUnavailableError as PatternsUnavailableError
 from ._errors import PromptTooLongError as PromptTooLongError
+from ._errors import RaggedBatchError as RaggedBatchError
+from ._errors import ResultFileError as ResultFileError
 from ._errors import TokenizationError as TokenizationError
 from ._errors import UnknownModelError as UnknownModelError
 from ._errors import UnknownPrecisionError as UnknownPrecisionError
+from ._errors import UnsupportedArchitectureError as UnsupportedArchitectureError
 from ._errors import UnsupportedModelError as UnsupportedModelError
 from ._errors import UnsupportedPrecisionError as UnsupportedPrecisionError
 from ._generate import greedy_generate as greedy_generate
@@ -125,18 +131,24 @@ __all__ = [
     "tasks",
     "theory",
     "BackendUnavailableError",
+    "CheckpointError",
+    "CheckpointMismatchError",
     "EmptySequenceError",
     "FloatFormat",
     "IncompatibleRunError",
+    "InvalidTokensError",
     "MissingHookError",
     "ModelInfo",
     "ModelLoadError",
     "OversquashLensError",
     "PatternsUnavailableError",
     "PromptTooLongError",
+    "RaggedBatchError",
+    "ResultFileError",
     "TokenizationError",
     "UnknownModelError",
     "UnknownPrecisionError",
+    "UnsupportedArchitectureError",
     "UnsupportedModelError",
     "UnsupportedPrecisionError",
     "get_format",

@@ -16,12 +16,17 @@ from . import _hooknames as names
 from ._compat import Backend, backend_of, package_version, tl_version
 from ._errors import (
     EmptySequenceError,
+    InvalidTokensError,
     MissingHookError,
     PatternsUnavailableError,
     PromptTooLongError,
+    RaggedBatchError,
 )
+from ._tensors import weights_digest
 from ._types import Tokens, TokensAnyBatch
-from .capture import fired_hooks, hook_dict
+from .capture import active_precision, fired_hooks, hook_dict, silent_pass
+from .capture._guard import guarded
+from .capture._hooks import probe_ids
 from .models import ModelInfo, model_info
 from .results import Provenance
 
@@ -29,6 +34,10 @@ Prompt = str | Sequence[str] | Tensor
 
 # Probe results per model: (attention implementation, hook names that fired).
 _FIRED: "weakref.WeakKeyDictionary[Any, tuple[str, set[str]]]" = weakref.WeakKeyDictionary()
+# Whether a model's attention is causal, when it had to be probed.
+_CAUSAL: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+# Dtypes token ids may come in (bool and uint8 would index like masks).
+_ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
 
 
 class ModelAdapter:
@@ -145,40 +154,86 @@ class ModelAdapter:
         """Tokenize (or validate) a prompt, on the model's device.
 
         Args:
-            prompt: A string, a list of strings (padded batch) or token ids
-                ``[pos]`` / ``[batch, pos]``.
+            prompt: A string, a list of strings of equal token length (a batch) or token
+                ids ``[pos]`` / ``[batch, pos]`` (any integer dtype but bool and uint8).
             prepend_bos: Override the model's default.
 
         Returns:
-            Token ids ``[batch, pos]``.
+            Token ids ``[batch, pos]`` (int64).
 
         Raises:
             EmptySequenceError: For empty strings or zero-length token tensors.
             PromptTooLongError: When a sequence exceeds ``n_ctx``.
+            RaggedBatchError: For prompts of different token lengths (padding would be
+                measured as if it were the last token).
+            InvalidTokensError: For ids outside the vocabulary or of a non-integer dtype.
+            TypeError: For anything that is not a string, a list of strings or a tensor.
         """
         if isinstance(prompt, Tensor):
             tokens = prompt.unsqueeze(0) if prompt.ndim == 1 else prompt
-            if tokens.ndim != 2 or tokens.is_floating_point():
-                raise ValueError("token ids must be an integer tensor [pos] or [batch, pos]")
-            tokens = tokens.to(self.device)
+            if tokens.ndim != 2:
+                raise InvalidTokensError(
+                    f"token ids must be a tensor [pos] or [batch, pos], got shape "
+                    f"{tuple(prompt.shape)}"
+                )
+            return self.check_tokens(tokens).to(self.device)
         else:
-            texts = [prompt] if isinstance(prompt, str) else list(prompt)
-            if not texts or any(t == "" for t in texts):
-                raise EmptySequenceError("empty prompt: give at least one token of text")
+            texts = self._texts(prompt)
             bos = self.prepend_bos if prepend_bos is None else prepend_bos
+            lengths = sorted({self.n_text_tokens(t) for t in texts})
+            if len(lengths) > 1:
+                raise RaggedBatchError(
+                    f"the prompts tokenize to different lengths ({lengths[0]} to "
+                    f"{lengths[-1]} tokens): a padded batch would be measured at padding "
+                    "for the shorter ones. Measure each prompt on its own, or give prompts "
+                    "of equal length"
+                )
             # truncate=False: TransformerLens would otherwise cut long prompts silently
             tokens = self.model.to_tokens(
                 texts if len(texts) > 1 else texts[0], prepend_bos=bos, truncate=False
             )
         return self.check_tokens(tokens)
 
-    def check_tokens(self, tokens: Tokens) -> Tokens:
-        """Validate a token batch against the context window.
+    def _texts(self, prompt: Any) -> list[str]:
+        if isinstance(prompt, str):
+            texts = [prompt]
+        elif isinstance(prompt, list | tuple) and all(isinstance(t, str) for t in prompt):
+            texts = list(prompt)
+        else:
+            raise TypeError(
+                "a prompt is a string, a list of strings or a tensor of token ids, got "
+                f"{type(prompt).__name__}"
+            )
+        if not texts or any(t == "" for t in texts):
+            raise EmptySequenceError("empty prompt: give at least one token of text")
+        self.tokenizer  # noqa: B018 - raises with advice when the model has none
+        return texts
+
+    def n_text_tokens(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens (no BOS)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def check_tokens(self, tokens: Tensor) -> Tokens:
+        """Validate a token batch: integer ids inside the vocabulary, within the context.
+
+        Returns:
+            The same ids as int64.
 
         Raises:
             EmptySequenceError: If there are no tokens.
             PromptTooLongError: If there are more than ``n_ctx``.
+            InvalidTokensError: For bool, uint8 or floating tensors (TransformerLens would
+                index with them as masks), and ids below 0 or beyond the vocabulary.
         """
+        if tokens.dtype not in _ID_DTYPES:
+            raise InvalidTokensError(
+                f"token ids must be an integer tensor (int64 or int32), got {tokens.dtype}"
+                + (
+                    ": a bool or uint8 tensor would index like a mask; convert with .long()"
+                    if tokens.dtype in (torch.bool, torch.uint8)
+                    else ""
+                )
+            )
         if tokens.numel() == 0 or tokens.shape[-1] == 0:
             raise EmptySequenceError("empty sequence: the prompt has no tokens")
         if tokens.shape[-1] > self.n_ctx:
@@ -186,15 +241,61 @@ class ModelAdapter:
                 f"the prompt has {tokens.shape[-1]} tokens but {self.info.name} has a context "
                 f"window of n_ctx={self.n_ctx}; shorten it (or choose shorter lengths)"
             )
-        return tokens
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= self.d_vocab:
+            bad = low if low < 0 else high
+            raise InvalidTokensError(
+                f"token id {bad} is outside the vocabulary of {self.info.name} (ids 0.."
+                f"{self.d_vocab - 1}); check the tokenizer the ids came from"
+            )
+        return tokens.long()
 
     def to_str_tokens(self, tokens: TokensAnyBatch) -> list[str]:
-        """Token strings for one sequence of ids."""
-        return [str(s) for s in self.model.to_str_tokens(tokens.reshape(-1))]
+        """Token strings for one sequence of ids (``"#id"`` for a model without tokenizer)."""
+        ids = tokens.reshape(-1)
+        if getattr(self.model, "tokenizer", None) is None:
+            return [f"#{int(i)}" for i in ids.tolist()]
+        return [str(s) for s in self.model.to_str_tokens(ids)]
 
     def to_string(self, tokens: TokensAnyBatch | int) -> str:
         """Decode ids to text."""
+        self.tokenizer  # noqa: B018 - raises with advice when the model has none
         return str(self.model.to_string(tokens))
+
+    @property
+    def is_causal(self) -> bool:
+        """Whether each position sees only itself and earlier positions (a causal mask).
+
+        Read from the config when it says (``attention_dir``, Hugging Face ``is_causal``),
+        and otherwise checked once by changing the last of three tokens and seeing whether
+        the earlier positions' logits move.
+
+        Example:
+            >>> import oversquash_lens as osl
+            >>> osl.ModelAdapter(osl.load_model("tiny-gpt2")).is_causal
+            True
+        """
+        if str(getattr(self.cfg, "attention_dir", "causal")) == "bidirectional":
+            return False
+        hf_config = getattr(getattr(self.model, "original_model", None), "config", None)
+        if getattr(hf_config, "is_causal", None) is False:
+            return False
+        known = _CAUSAL.get(self.model)
+        if known is None:
+            known = _CAUSAL[self.model] = self._probe_causal()
+        return known
+
+    def _probe_causal(self) -> bool:
+        ids = probe_ids(self.model, 4)
+        a = silent_pass(self.model, ids[:, :3])
+        b = silent_pass(self.model, torch.cat([ids[:, :2], ids[:, 3:]], dim=1))
+        if not (isinstance(a, Tensor) and isinstance(b, Tensor) and a.ndim == b.ndim == 3):
+            return True  # nothing to compare: trust the config's default
+        early_a, early_b = a[:, :-1].double(), b[:, :-1].double()
+        # Causal: the same numbers (one pass each, same kernels); bidirectional: the
+        # changed last token moves every position by far more than rounding.
+        scale = float(early_a.abs().max()) or 1.0
+        return float((early_a - early_b).abs().max()) <= 1e-3 * scale
 
     # ------------------------------------------------------------------ hooks
     def has_hook(self, name: str) -> bool:
@@ -222,8 +323,7 @@ class ModelAdapter:
                 self.z(layer),
                 self.attn_out(layer),
             ]
-        probe = torch.zeros((1, 2), dtype=torch.long, device=self.device)
-        fired = fired_hooks(self.model, candidates, probe)
+        fired = fired_hooks(self.model, candidates, probe_ids(self.model, 2))
         _FIRED[self.model] = (key, fired)
         return fired
 
@@ -240,9 +340,22 @@ class ModelAdapter:
         missing = [n for n in hook_names if n not in points and not self._serves(n)]
         if missing:
             raise MissingHookError(
-                f"{self.info.name} ({self.backend}) has no hook points {missing[:4]}; for a "
-                "TransformerBridge call enable_compatibility_mode() first"
+                f"{self.info.name} ({self.backend}) has no hook points {missing[:4]}"
+                + self._missing_hint(missing)
             )
+
+    def _missing_hint(self, missing: Sequence[str]) -> str:
+        """What to do about missing hook points, said only where it is the cause."""
+        if self.backend == "bridge" and not getattr(self.model, "compatibility_mode", True):
+            return "; call enable_compatibility_mode() on the TransformerBridge first"
+        if any(name.endswith("attn.hook_z") for name in missing):
+            return (
+                "; this architecture has no per-head outputs (hook_z): pass heads=False to "
+                "skip the per-head distances"
+            )
+        if any(name.endswith("hook_pattern") for name in missing):
+            return "; this architecture has no attention patterns to read"
+        return ""
 
     def _serves(self, name: str) -> bool:
         """Pseudo hook points served without a HookPoint (the logits)."""
@@ -284,18 +397,28 @@ class ModelAdapter:
             yield
             return
         hf_model = getattr(self.model, "original_model", None)
-        try:
-            hf_model.set_attn_implementation("eager")  # type: ignore[union-attr]
-        except (AttributeError, ValueError) as exc:
+        switch = getattr(hf_model, "set_attn_implementation", None)
+        if switch is None:
             raise PatternsUnavailableError(
                 f"{self.info.name} uses {previous} attention, which never materializes "
-                f"attention patterns, and switching it to eager failed ({exc}); reload the "
-                "Hugging Face model with attn_implementation='eager'"
-            ) from exc
-        try:
+                "attention patterns, and cannot be switched to eager; reload the Hugging "
+                "Face model with attn_implementation='eager'"
+            )
+
+        def restore() -> None:
+            if self.attention_implementation != previous:
+                switch(previous)
+
+        with guarded(restore):
+            try:
+                switch("eager")
+            except (AttributeError, ValueError) as exc:
+                raise PatternsUnavailableError(
+                    f"{self.info.name} uses {previous} attention, which never materializes "
+                    f"attention patterns, and switching it to eager failed ({exc}); reload "
+                    "the Hugging Face model with attn_implementation='eager'"
+                ) from exc
             yield
-        finally:
-            hf_model.set_attn_implementation(previous)  # type: ignore[union-attr]
 
     def ensure_patterns(self) -> None:
         """Check by a probe pass that attention patterns fire right now.
@@ -311,6 +434,36 @@ class ModelAdapter:
             )
 
     # ------------------------------------------------------------------ provenance
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything about the model, as it is now, that changes a measured number.
+
+        A hash of every weight, the dtype, weight processing, backend, device type,
+        attention kernel, active precision contexts and the versions of this package and
+        TransformerLens: the key under which checkpoints are saved and reused.
+
+        Example:
+            >>> import oversquash_lens as osl
+            >>> model = osl.load_model("tiny-gpt2")
+            >>> adapter = osl.ModelAdapter(model)
+            >>> with osl.emulate_precision(model, "bfloat16"):
+            ...     emulated = adapter.fingerprint()
+            >>> emulated == adapter.fingerprint(), emulated["precision"]
+            (False, 'bfloat16 emulated at residual')
+        """
+        info = self.info
+        return {
+            "model_name": info.name,
+            "backend": self.backend,
+            "weights_sha256": weights_digest(self.model),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "weights_processed": info.weights_processed,
+            "device": self.device.type,
+            "attn_implementation": self.attention_implementation,
+            "precision": active_precision(self.model),
+            "package_version": package_version(),
+            "transformer_lens_version": tl_version(),
+        }
+
     def provenance(
         self,
         *,

@@ -6,7 +6,7 @@ pass becomes one run, and each analyzer keeps what it needs from it.
 """
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ class Recording:
         self._runs: list[dict[str, RunRecord]] = []
         self._current: dict[str, RunRecord] | None = None
         self._pending_tokens: Tensor | None = None
+        self._pending_padding: str | None = None  # why the next run's batch is padded
         self._fired: set[str] = set()  # hook points that fired in the current run
         self._cache: dict[tuple[str, int], Result] = {}
 
@@ -45,8 +46,13 @@ class Recording:
             self.adapter.check_tokens(tokens)  # refuse inputs longer than n_ctx, clearly
         self._pending_tokens = tokens
 
+    def _on_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A call of the model: note whether its batch is padded (rows of unequal length)."""
+        self._pending_padding = padding_of(self.adapter, args, kwargs)
+
     def _start_run(self) -> dict[str, RunRecord]:
         tokens, self._pending_tokens = self._pending_tokens, None
+        padding, self._pending_padding = self._pending_padding, None
         index = len(self._runs)
         str_tokens = self.adapter.to_str_tokens(tokens[0]) if tokens is not None else []
         precision = capture.active_precision(self.adapter.model)
@@ -60,6 +66,7 @@ class Recording:
                     hook_names=self.hook_names[key], precision=precision
                 ),
                 str_tokens=str_tokens,
+                padding=padding,
             )
             for key in self.analyzers
         }
@@ -73,14 +80,17 @@ class Recording:
     def _dispatch(self, name: str) -> capture.HookFn:
         keys = [key for key, hooks in self.hook_names.items() if name in hooks]
 
-        def hook(activation: Tensor, hook: Any) -> None:
+        def hook(activation: Tensor | None, hook: Any) -> None:
             current = self._current
             # No open run, or this point already fired in it: a new forward pass began.
             if current is None or name in self._fired:
                 current = self._start_run()
             self._fired.add(name)
             for key in keys:
-                current[key].activations[name] = self.analyzers[key].keep(name, activation)
+                if activation is None:  # known not to be available: say why at compute
+                    current[key].notes[name] = _UNAVAILABLE.get(name, "it was not available")
+                else:
+                    current[key].activations[name] = self.analyzers[key].keep(name, activation)
 
         return hook
 
@@ -172,6 +182,42 @@ class Recording:
         raise KeyError(f"{analyzer!r} is not attached here")
 
 
+_UNAVAILABLE = {
+    LOGITS: (
+        "this model transforms its logits after the unembedding (e.g. a final soft-cap), "
+        "and this pass did not return them (forward() called directly, or "
+        "return_type='loss'); call the model itself with return_type='logits', or attach "
+        "CollapseProbe(logits=False)"
+    )
+}
+
+
+def padding_of(adapter: ModelAdapter, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Why a call's batch rows differ in length (padding), or None when they do not.
+
+    Seen from the call's arguments: an ``attention_mask`` with zeros, or a list of
+    prompts that tokenize to different lengths (TransformerLens pads them).
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> adapter = osl.ModelAdapter(osl.load_model("tiny-gpt2"))
+        >>> padding_of(adapter, (["1 1", "1 1 1 1"],), {})
+        'prompts of 2 and 4 tokens'
+        >>> padding_of(adapter, (["1 1", "2 2"],), {}) is None
+        True
+    """
+    mask = kwargs.get("attention_mask")
+    if isinstance(mask, Tensor) and bool((mask == 0).any()):
+        return "an attention_mask with zeros"
+    prompt = args[0] if args else kwargs.get("input")
+    if isinstance(prompt, list | tuple) and len(prompt) > 1:
+        if all(isinstance(p, str) for p in prompt):
+            lengths = sorted({adapter.n_text_tokens(p) for p in prompt})
+            if len(lengths) > 1:
+                return f"prompts of {lengths[0]} and {lengths[-1]} tokens"
+    return None
+
+
 def _unique_keys(analyzers: tuple[Analyzer, ...]) -> dict[str, Analyzer]:
     out: dict[str, Analyzer] = {}
     for analyzer in analyzers:
@@ -228,22 +274,22 @@ def attach(model: Any, *analyzers: Analyzer) -> Iterator[Recording]:
     wants_logits = LOGITS in needed
     needed = [name for name in needed if name != LOGITS]
     edits = [pair for analyzer in keyed.values() for pair in analyzer.edit_hooks(adapter)]
-    with ExitStack() as stack:
-        if any(name.endswith("hook_pattern") for name in needed):
-            stack.enter_context(adapter.eager_attention())
-        on_logits = rec._dispatch(LOGITS) if wants_logits else None
-        stack.enter_context(
-            capture.run_boundaries(
-                model,
-                rec._on_tokens,
-                rec._end_run,
-                on_logits=(lambda logits: on_logits(logits, None)) if on_logits else None,
-            )
-        )
-        if edits:
-            stack.enter_context(capture.hooks(model, edits, order="first"))
-        stack.enter_context(
-            capture.hooks(model, [(name, rec._dispatch(name)) for name in needed], order="last")
-        )
+    on_logits = rec._dispatch(LOGITS) if wants_logits else None
+    patterns = any(name.endswith("hook_pattern") for name in needed)
+    # One with-statement, no ExitStack held in a variable: if an interrupt skips an
+    # inner exit, that context's generator is freed with this frame's stack, and its
+    # guarded cleanup runs then (see capture._guard).
+    with (
+        adapter.eager_attention() if patterns else nullcontext(),
+        capture.run_boundaries(
+            model,
+            rec._on_tokens,
+            rec._end_run,
+            on_logits=(lambda logits: on_logits(logits, None)) if on_logits else None,
+            on_call=rec._on_call,
+        ),
+        capture.hooks(model, edits, order="first") if edits else nullcontext(),
+        capture.hooks(model, [(name, rec._dispatch(name)) for name in needed], order="last"),
+    ):
         yield rec
     rec._current = None

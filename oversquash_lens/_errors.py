@@ -57,3 +57,27 @@ class IncompatibleRunError(OversquashLensError, RuntimeError):
 
 class TokenizationError(OversquashLensError, ValueError):
     """A task's text does not tokenize as built: an item splits, merges or needs a BOS."""
+
+
+class CheckpointError(OversquashLensError, ValueError):
+    """A sweep's checkpoint file is corrupt, truncated or not a checkpoint at all."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint written for another model, dtype, precision or sweep."""
+
+
+class RaggedBatchError(IncompatibleRunError, ValueError):
+    """A batch whose rows have different lengths (padding) where a position is measured."""
+
+
+class InvalidTokensError(OversquashLensError, ValueError):
+    """Token ids of the wrong dtype, or outside the model's vocabulary."""
+
+
+class UnsupportedArchitectureError(OversquashLensError, ValueError):
+    """A model whose architecture breaks an assumption of the analysis (e.g. causal masks)."""
+
+
+class ResultFileError(OversquashLensError, ValueError):
+    """A file Result.load cannot read: corrupt, truncated, foreign, or from a newer version."""

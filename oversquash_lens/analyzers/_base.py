@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .._errors import IncompatibleRunError
+from .._errors import IncompatibleRunError, RaggedBatchError
 from ..results import Provenance, Result
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ class RunRecord:
         grad_enabled: Whether autograd was recording during the run.
         provenance: Provenance of the model as it ran (dtype, active precision...).
         str_tokens: Token strings of the first batch row (empty without tokens).
+        padding: Why the batch rows differ in length (padding), None when they do not.
+        notes: Hook name → why it did not fire, when that is known.
     """
 
     index: int
@@ -42,12 +44,20 @@ class RunRecord:
     grad_enabled: bool = False
     provenance: Provenance | None = None
     str_tokens: list[str] = field(default_factory=list)
+    padding: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
 
     def require(self, analyzer: str) -> None:
         """Raise if a needed hook did not fire in this run."""
         missing = [n for n in self.hook_names if n not in self.activations]
         if not missing:
             return
+        explained = [n for n in missing if n in self.notes]
+        if explained:
+            name = explained[0]
+            raise IncompatibleRunError(
+                f"{analyzer} cannot use run {self.index}: {name} is missing: {self.notes[name]}"
+            )
         if any(n.endswith("hook_pattern") for n in missing):
             raise IncompatibleRunError(
                 f"{analyzer} cannot use run {self.index}: attention patterns did not fire "
@@ -106,6 +116,12 @@ class Analyzer(abc.ABC):
 
     def check_run(self, run: RunRecord) -> None:
         """Refuse runs this analyzer cannot serve."""
+        if run.padding is not None:
+            raise RaggedBatchError(
+                f"{self.name} cannot use run {run.index}: its batch rows have different "
+                f"lengths ({run.padding}), so the measured position is padding for some "
+                "rows; run each prompt on its own, or give prompts of equal length"
+            )
         run.require(self.name)
         if self.needs_grad and not run.grad_enabled:
             raise IncompatibleRunError(

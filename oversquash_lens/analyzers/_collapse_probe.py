@@ -16,6 +16,7 @@ from jaxtyping import Bool, Float, Float64
 from torch import Tensor
 
 from .. import _hooknames as names
+from .._checks import require_int
 from .._types import Tokens
 from ..precision import FormatLike, get_format
 from ..results import Provenance, Result
@@ -176,9 +177,11 @@ class CollapseProbe(Analyzer):
     def __init__(
         self, *, positions: Sequence[int] = (-1,), heads: HeadSpec = True, logits: bool = True
     ) -> None:
+        if isinstance(positions, int) or not isinstance(positions, Sequence):
+            raise TypeError(f"positions must be a list of ints, got {positions!r}")
         if not positions:
             raise ValueError("positions must name at least one sequence position")
-        self.positions = tuple(int(p) for p in positions)
+        self.positions = tuple(require_int("positions", p) for p in positions)
         self.heads = heads
         self.logits = logits
         self._head_layers: tuple[int, ...] = ()
@@ -287,9 +290,11 @@ def _head_layers(heads: HeadSpec, n_layers: int) -> tuple[int, ...]:
         return tuple(range(n_layers))
     if heads is False:
         return ()
+    if isinstance(heads, str) or not isinstance(heads, int | Sequence):
+        raise TypeError(f"heads must be True, False, a layer or a list of layers, got {heads!r}")
     chosen = [heads] if isinstance(heads, int) else list(heads)
     resolved = []
-    for layer in chosen:
+    for layer in (require_int("heads", h) for h in chosen):
         if not -n_layers <= layer < n_layers:
             raise ValueError(f"head layer {layer} does not exist: the model has {n_layers}")
         resolved.append(layer % n_layers)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .._errors import IncompatibleRunError
+from .._errors import IncompatibleRunError, UnsupportedArchitectureError
 from .._types import Pattern
 from ._base import Analyzer, RunRecord
 from ._path_math import (
@@ -146,8 +146,19 @@ class AttentionPaths(Analyzer):
         return scale.contiguous()
 
     def bind(self, adapter: "ModelAdapter") -> None:
-        """Check the constants and head weights against the model's layers and heads."""
+        """Check the constants and head weights against the model's layers and heads.
+
+        Raises:
+            UnsupportedArchitectureError: For a model whose attention is bidirectional
+                (the path product assumes causal, lower-triangular attention).
+        """
         super().bind(adapter)
+        if not adapter.is_causal:
+            raise UnsupportedArchitectureError(
+                f"{adapter.info.name} attends bidirectionally: the attention-path analysis "
+                "follows causal paths (lower-triangular attention, Thm 5.1) and does not "
+                "apply; measure osl.sensitivity instead"
+            )
         self._per_layer(self.beta1, "beta1", adapter.n_layers)
         self._per_layer(self.beta2, "beta2", adapter.n_layers)
         self._scale(adapter.n_layers, adapter.n_heads)

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .._checks import require_int, require_position
 from .._types import PointNorms, Residual, ResidualAtPos, Tokens
 from ..results import Provenance, Result
 from ._base import Analyzer, RunRecord, as_float64, last_position
@@ -99,7 +100,7 @@ class ResidualNorms(Analyzer):
     """
 
     def __init__(self, *, position: int = -1, include_final_norm: bool = False) -> None:
-        self.position = position
+        self.position = require_int("position", position)
         self.include_final_norm = include_final_norm
 
     def hook_names(self, adapter: "ModelAdapter") -> list[str]:
@@ -109,6 +110,7 @@ class ResidualNorms(Analyzer):
 
     def keep(self, name: str, activation: Residual) -> ResidualAtPos:
         """Only the measured position: [batch, d_model]."""
+        require_position("position", self.position, activation.shape[1])
         return last_position(activation, self.position)
 
     def compute(self, run: RunRecord) -> ResidualNormsResult:

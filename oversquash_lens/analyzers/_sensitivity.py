@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .._checks import require_int, require_position
 from .._errors import IncompatibleRunError
 from .._hooknames import EMBED, FINAL_NORM, resid_post, resid_pre
 from . import _jacobian as jac
@@ -117,14 +118,15 @@ class Sensitivity(Analyzer):
             )
         if method == "power" and norm != "spectral":
             raise ValueError("power iteration estimates spectral norms: pass norm='spectral'")
+        probes = require_int("probes", probes)
         if method == "hutchinson" and probes < 2:
             raise ValueError(f"probes must be at least 2 (for a standard error), got {probes}")
-        if chunk_size is not None and chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
-        if memory_budget is not None and memory_budget < 1:
-            raise ValueError(
-                f"memory_budget must be a positive number of bytes, got {memory_budget}"
-            )
+        position, seed = require_int("position", position), require_int("seed", seed)
+        iterations = require_int("iterations", iterations)
+        if chunk_size is not None:
+            chunk_size = require_int("chunk_size", chunk_size, minimum=1)
+        if memory_budget is not None:
+            memory_budget = require_int("memory_budget", memory_budget, minimum=1)
         if wrt not in WRT:
             raise ValueError(f"wrt must be one of {list(WRT)}, got {wrt!r}")
         if isinstance(layers, str) and layers not in ("all", "final"):
@@ -198,6 +200,7 @@ class Sensitivity(Analyzer):
         """The input tensor itself (graph attached); the measured position of each output."""
         if name == WRT[self.wrt]:
             return activation if activation.requires_grad else torch.empty(0)
+        require_position("position", self.position, activation.shape[1])
         if activation.requires_grad:
             return activation[:, self.position]
         # A run without autograd is refused in compute(): keep nothing big meanwhile.

@@ -1,33 +1,16 @@
 """``sensitivity(model, prompt)``: one forward pass with a :class:`Sensitivity` attached."""
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._errors import IncompatibleRunError
+from ..capture import frozen_parameters
 from ._sensitivity_result import SensitivityResult
 
 if TYPE_CHECKING:
     from .._adapter import Prompt
-
-
-@contextmanager
-def _frozen_parameters(model: Any) -> Iterator[None]:
-    """Parameters stop requiring grad inside the block (restored after).
-
-    The graph then saves no activations for weight gradients, which this analysis never
-    needs: less memory, same numbers.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def sensitivity(
@@ -108,7 +91,7 @@ def sensitivity(
         tol=tol,
     )
     tokens = ModelAdapter(model).to_tokens(prompt, prepend_bos=prepend_bos)
-    with attach(model, analyzer) as rec, _frozen_parameters(model), torch.enable_grad():
+    with attach(model, analyzer) as rec, frozen_parameters(model), torch.enable_grad():
         model(tokens)
         result = rec.result(analyzer)
     if not isinstance(result, SensitivityResult):  # pragma: no cover - compute's type
