@@ -7,20 +7,19 @@ special tokens, parsed and scored. With ``checkpoint=path`` the rows so far are 
 atomically after every length, and a rerun with the same arguments skips finished ones.
 """
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ._adapter import ModelAdapter
 from ._behaviour_result import BehaviourResult
+from ._checks import require_int
 from ._compat import backend_of
-from ._errors import EmptySequenceError
-from ._generate import greedy_generate, hf_view
-from .capture import active_precision, preserve_state
-from .results import atomic_write_bytes
-
-CHECKPOINT_VERSION = 1
+from ._errors import CheckpointError
+from ._generate import greedy_generate, hf_view, hooks_active
+from .capture import preserve_state
+from .results._checkpoint import Checkpoint
+from .tasks._base import check_lengths
 
 
 def generation_route(model: Any) -> str:
@@ -33,8 +32,8 @@ def generation_route(model: Any) -> str:
     """
     if backend_of(model) == "hooked":
         return "TransformerLens KV cache"
-    if "emulated" in (active_precision(model) or ""):
-        return "uncached (precision emulation hooks on the bridge)"
+    if hooks_active(model):
+        return "uncached, through the bridge's hooks (hooks are active)"
     if hf_view(model) is not None:
         return "Hugging Face KV cache on the wrapped model"
     return "uncached"
@@ -67,15 +66,20 @@ def behaviour(
             to force (see ``task.tokens``).
         prepend_bos: None: the task's default; True / False to force.
         progress: Show a progress bar over lengths.
-        checkpoint: A JSON file for the rows so far; a rerun with the same arguments
-            resumes after the last finished length.
+        checkpoint: A file for the rows so far (data only, written atomically after each
+            length); a rerun with the same model and arguments resumes after the last
+            finished length. A file written for another model, dtype, precision context
+            or sweep is refused.
 
     Returns:
         A :class:`~oversquash_lens.BehaviourResult`, rows ordered by k then sample.
 
     Raises:
         EmptySequenceError: If ``lengths`` is empty.
-        ValueError: For ``samples`` < 1 or a checkpoint written by another sweep.
+        TypeError: For lengths that are not ints (``1.5``, ``"12"``).
+        ValueError: For ``samples`` < 1.
+        CheckpointMismatchError: For a checkpoint written for another model or sweep.
+        CheckpointError: For a corrupt or truncated checkpoint.
 
     Example:
         >>> import oversquash_lens as osl
@@ -88,17 +92,14 @@ def behaviour(
     from tqdm.auto import tqdm
 
     adapter = ModelAdapter(model)
-    ordered = sorted({int(k) for k in lengths})
-    if not ordered:
-        raise EmptySequenceError("lengths is empty: give at least one length, e.g. [5, 15, 25]")
+    ordered = sorted(set(check_lengths(lengths, 0)))
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be an int >= 1, got {samples!r}")
-    new_tokens = task.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+    new_tokens = task.max_new_tokens
+    if max_new_tokens is not None:
+        new_tokens = require_int("max_new_tokens", max_new_tokens, minimum=0)
+    batch_size = require_int("batch_size", batch_size, minimum=1)
     signature = {
-        "version": CHECKPOINT_VERSION,
-        "model": adapter.info.name,
-        "backend": adapter.backend,
-        "dtype": str(adapter.dtype),
         "task": task.describe(),
         "lengths": ordered,
         "samples": samples,
@@ -106,7 +107,11 @@ def behaviour(
         "chat": chat,
         "prepend_bos": prepend_bos,
     }
-    done = _load_checkpoint(checkpoint, signature)
+    ckpt = None
+    if checkpoint is not None:
+        key = {"sweep": signature, "model": adapter.fingerprint()}
+        ckpt = Checkpoint.open(checkpoint, "behaviour", key)
+    done = _finished_lengths(ckpt)
     instances = task.instances(ordered, samples)
     tokenizer = adapter.tokenizer
     bar = tqdm(ordered, disable=not progress, desc=f"behaviour {task.name}", unit="length")
@@ -135,8 +140,9 @@ def behaviour(
                     }
                 )
             done[k] = rows
-            if checkpoint is not None:
-                _save_checkpoint(checkpoint, signature, done)
+            if ckpt is not None:
+                ckpt.put(str(k), rows)
+                ckpt.save()
     bar.close()
     return BehaviourResult.from_rows(
         [row for k in ordered for row in done[k]],
@@ -155,20 +161,14 @@ def behaviour(
     )
 
 
-def _load_checkpoint(path: str | Path | None, signature: dict[str, Any]) -> dict[int, list[Any]]:
-    if path is None or not Path(path).exists():
+def _finished_lengths(ckpt: Checkpoint | None) -> dict[int, list[Any]]:
+    """The rows of every length the checkpoint already holds."""
+    if ckpt is None:
         return {}
-    saved = json.loads(Path(path).read_text())
-    if saved.get("signature") != signature:
-        raise ValueError(
-            f"checkpoint {path} was written by a different sweep ({saved.get('signature')}); "
-            "delete it or pass another checkpoint path"
-        )
-    return {int(k): rows for k, rows in saved["rows"].items()}
-
-
-def _save_checkpoint(
-    path: str | Path, signature: dict[str, Any], done: dict[int, list[Any]]
-) -> None:
-    payload = {"signature": signature, "rows": {str(k): rows for k, rows in sorted(done.items())}}
-    atomic_write_bytes(Path(path), json.dumps(payload, indent=1).encode())
+    done = {}
+    for name in ckpt.names():
+        entry = ckpt.get(name)
+        if not name.isdigit() or entry is None or not isinstance(entry[0], list):
+            raise CheckpointError(f"checkpoint {ckpt.path} holds an unknown entry {name!r}")
+        done[int(name)] = entry[0]
+    return done

@@ -10,7 +10,7 @@ no pass of its own, so ``repeated_last`` over lengths 1..N costs one pass over t
 longest sequence (plus one for the noise floor) instead of 2N passes.
 """
 
-import io
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,14 +23,16 @@ from torch import Tensor
 from ._adapter import ModelAdapter
 from ._attach import attach
 from ._dtypes import native_torch_dtype
-from ._errors import EmptySequenceError, UnsupportedPrecisionError
+from ._errors import CheckpointError, UnsupportedArchitectureError, UnsupportedPrecisionError
 from ._generate import greedy_continuation
 from .analyzers._collapse_math import METRICS, distances
 from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations, compare_arrays
 from .analyzers._collapse_result import CollapseResult
-from .capture import emulate_precision, native_dtype
+from .capture import check_emulation, emulate_precision, native_dtype
 from .precision import FloatFormat, FormatLike, get_format
-from .results import atomic_write_bytes
+from .results._checkpoint import Checkpoint
+from .tasks._base import check_lengths
+from .tasks._custom import PairFamily
 
 Mode = Literal["shared", "independent"]
 EMULATE = "emulate:"
@@ -46,12 +48,22 @@ class Setting:
     native: bool
 
 
-def parse_precision(spec: FormatLike, device: torch.device | str = "cpu") -> Setting:
+def parse_precision(
+    spec: FormatLike,
+    device: torch.device | str = "cpu",
+    model_dtype: torch.dtype | None = None,
+) -> Setting:
     """``"bfloat16"`` runs natively; ``"emulate:bfloat16"`` rounds the residual stream.
+
+    Args:
+        spec: A format name, or ``"emulate:<format>"``.
+        device: Where the model runs (for the native formats).
+        model_dtype: The dtype the model runs in: an emulated format must fit in it.
 
     Raises:
         UnsupportedPrecisionError: For a native precision the device cannot run, with the
-            ``"emulate:..."`` spelling to use instead.
+            ``"emulate:..."`` spelling to use instead; for an emulated format wider than
+            the model's dtype (rounding to it would change nothing).
 
     Example:
         >>> parse_precision("emulate:float8_e4m3").label
@@ -59,6 +71,8 @@ def parse_precision(spec: FormatLike, device: torch.device | str = "cpu") -> Set
     """
     if isinstance(spec, str) and spec.startswith(EMULATE):
         fmt = get_format(spec[len(EMULATE) :])
+        if model_dtype is not None:
+            check_emulation(fmt, model_dtype)
         return Setting(f"{EMULATE}{fmt.name}", fmt, native=False)
     fmt = get_format(spec)
     try:
@@ -217,7 +231,7 @@ def _measure(reps: list[Representations], unit: _Unit, fmt: FloatFormat) -> dict
 def collapse(
     model: Any,
     family: Any,
-    lengths: Iterable[int],
+    lengths: Iterable[int] | None = None,
     precisions: Sequence[FormatLike] = ("float32",),
     *,
     mode: str = "shared",
@@ -231,7 +245,8 @@ def collapse(
     Args:
         model: HookedTransformer or TransformerBridge.
         family: A sequence family from :mod:`oversquash_lens.tasks`.
-        lengths: The lengths k to measure.
+        lengths: The lengths k to measure (ints; floats, bools and strings are refused).
+            None only for a fixed :func:`~oversquash_lens.tasks.pair`, which has none.
         precisions: Native dtypes (``"float64"``, ``"float32"``, ``"float16"``,
             ``"bfloat16"``) run the model in that dtype; ``"emulate:<format>"`` rounds the
             residual stream and head outputs to any format (``"emulate:float8_e4m3"``,
@@ -242,15 +257,23 @@ def collapse(
         continuation: Also compare greedy continuations of this many tokens (costs
             ``2 × continuation`` extra passes per length).
         progress: Show a progress bar.
-        checkpoint: A file to save progress to; a rerun with the same arguments resumes.
+        checkpoint: A file to save progress to (data only, atomic); a rerun with the same
+            model and arguments resumes. A file written for other weights, dtype, weight
+            processing, backend, precision context or sweep arguments is refused.
 
     Returns:
         A :class:`~oversquash_lens.CollapseResult`.
 
     Raises:
         EmptySequenceError: If ``lengths`` is empty.
+        TypeError: For lengths that are not ints, or no lengths for a family that needs
+            them.
         PromptTooLongError: If a sequence is longer than the model's context.
-        UnsupportedPrecisionError: For a native precision the device cannot run.
+        UnsupportedPrecisionError: For a native precision the device cannot run, or an
+            emulated format wider than the model's dtype.
+        UnsupportedArchitectureError: For ``mode="shared"`` on a bidirectional model.
+        CheckpointMismatchError: For a checkpoint written for another model or sweep.
+        CheckpointError: For a corrupt or truncated checkpoint.
 
     Example:
         >>> import oversquash_lens as osl
@@ -263,22 +286,27 @@ def collapse(
     from tqdm.auto import tqdm
 
     adapter = ModelAdapter(model)
-    ordered = sorted(set(int(k) for k in lengths))
-    if not ordered:
-        raise EmptySequenceError("lengths is empty: give at least one length, e.g. [1, 2, 4]")
     if continuation < 0:
         raise ValueError(f"continuation must be >= 0, got {continuation}")
-    settings = [parse_precision(p, adapter.device) for p in precisions]
+    settings = [parse_precision(p, adapter.device, adapter.dtype) for p in precisions]
     if not settings:
         raise ValueError("precisions is empty: give at least one, e.g. ['float32']")
     labels = [s.label for s in settings]
     if len(set(labels)) != len(labels):
         raise ValueError(f"precisions repeat: {labels}")
-    pairs = family.pairs(model, ordered)
+    if mode == "shared" and not adapter.is_causal:
+        raise UnsupportedArchitectureError(
+            f"{adapter.info.name} attends bidirectionally, so a prefix's last token is not "
+            "the same vector inside a longer pass: mode='shared' needs a causal model; use "
+            "mode='independent' (one pass per sequence)"
+        )
+    pairs = _pairs(model, family, lengths)
+    ordered = [p.k for p in pairs]
     sequences = [(tuple(p.a.tolist()), tuple(p.b.tolist())) for p in pairs]
     units = plan(sequences, mode)
+    if not adapter.is_causal:  # common prefixes differ: no noise floor can be read
+        units = [dataclasses.replace(u, noise=[None] * len(u.noise)) for u in units]
     signature = {
-        "model": adapter.info.name,
         "family": family.describe(),
         "lengths": ordered,
         "precisions": labels,
@@ -286,7 +314,8 @@ def collapse(
         "heads": heads if isinstance(heads, bool | int) else list(heads),
         "continuation": continuation,
     }
-    state = _load_checkpoint(checkpoint, signature)
+    saved = _open_checkpoint(checkpoint, adapter, signature)
+    state: dict[str, Any] = {"done": saved[1] if saved else {}}
     total = len(settings) * sum(len(u.passes) for u in units)
     bar = tqdm(total=total, disable=not progress, desc=f"collapse {family.name}", unit="pass")
     last_save = time.monotonic()
@@ -305,12 +334,14 @@ def collapse(
                 points = reps[0].points + (("logits",) if reps[0].logits.shape[-1] else ())
                 state["done"][p, u] = (metrics, points, reps[0].head_layers)
                 bar.update(len(unit.passes))
-                if checkpoint is not None and time.monotonic() - last_save > 30:
-                    _save_checkpoint(checkpoint, signature, state)
-                    last_save = time.monotonic()
+                if saved is not None:
+                    _remember(saved[0], (p, u), state["done"][p, u])
+                    if time.monotonic() - last_save > 30:
+                        saved[0].save()
+                        last_save = time.monotonic()
     bar.close()
-    if checkpoint is not None:
-        _save_checkpoint(checkpoint, signature, state)
+    if saved is not None:
+        saved[0].save()
     return _assemble(
         adapter, family, ordered, settings, units, state, mode, continuation, probe_names
     )
@@ -385,19 +416,46 @@ def _assemble(
     )
 
 
-def _load_checkpoint(path: str | Path | None, signature: dict[str, Any]) -> dict[str, Any]:
-    if path is None or not Path(path).exists():
-        return {"done": {}}
-    saved = torch.load(Path(path), weights_only=False)
-    if saved.get("signature") != signature:
-        raise ValueError(
-            f"checkpoint {path} was written by a different sweep ({saved.get('signature')}); "
-            "delete it or pass another checkpoint path"
-        )
-    return {"done": saved["done"]}
+Done = dict[tuple[int, int], tuple[dict[str, Tensor], tuple[str, ...], tuple[int, ...]]]
 
 
-def _save_checkpoint(path: str | Path, signature: dict[str, Any], state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save({"signature": signature, "done": state["done"]}, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+def _open_checkpoint(
+    path: str | Path | None, adapter: ModelAdapter, signature: dict[str, Any]
+) -> tuple[Checkpoint, Done] | None:
+    """The sweep's checkpoint and the units it already holds (None without a path).
+
+    Keyed by the model's fingerprint and the sweep's arguments: a file written for other
+    weights, dtype, weight processing, backend or precision context is refused.
+    """
+    if path is None:
+        return None
+    key = {"sweep": signature, "model": adapter.fingerprint()}
+    ckpt = Checkpoint.open(path, "collapse", key)
+    done: Done = {}
+    for name in ckpt.names():
+        entry = ckpt.get(name)
+        p, _, u = name.partition("/")
+        if entry is None or not (p.isdigit() and u.isdigit()):
+            raise CheckpointError(f"checkpoint {path} holds an unknown entry {name!r}")
+        meta, arrays = entry
+        done[int(p), int(u)] = (arrays, tuple(meta["points"]), tuple(meta["head_layers"]))
+    return ckpt, done
+
+
+def _remember(ckpt: Checkpoint, where: tuple[int, int], done: Any) -> None:
+    metrics, points, head_layers = done
+    meta = {"points": list(points), "head_layers": list(head_layers)}
+    ckpt.put(f"{where[0]}/{where[1]}", meta, metrics)
+
+
+def _pairs(model: Any, family: Any, lengths: Iterable[int] | None) -> list[Any]:
+    """The family's pairs at ``lengths`` (checked as ints; a fixed pair needs none)."""
+    if lengths is None:
+        if not isinstance(family, PairFamily):
+            raise TypeError(
+                f"collapse needs lengths for the {getattr(family, 'name', family)!r} family, "
+                "e.g. lengths=range(1, 101); only a fixed osl.tasks.pair(a, b) needs none"
+            )
+        return family.pairs(model)
+    ordered = sorted(set(check_lengths(lengths, 0)))
+    return family.pairs(model, ordered)

@@ -11,8 +11,10 @@ Two routes:
   wrapped Hugging Face model directly, through a hook-free view that shares the bridge's
   weight tensors: the bridge's attention reads the KV cache from a keyword transformers
   5.x no longer passes (``past_key_values``, renamed ``cache``), so its cached steps
-  silently attend to the new token only (../shared/FINDINGS.md, "Paris-------"). A bridge
-  without such a model (``boot_native``) falls back to the uncached route.
+  silently attend to the new token only (SmolLM2 continues "Paris" with dashes). A
+  bridge without such a model (``boot_native``), or with any hook active on its hook
+  points (the user's own, interventions, precision emulation), decodes uncached through
+  its own forward pass instead, so that every hook runs.
 """
 
 import inspect
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from ._compat import backend_of
 from ._types import TokenSeq
-from .capture import active_precision, preserve_state
+from .capture import hook_dict, preserve_state
 
 
 @torch.no_grad()
@@ -124,11 +126,12 @@ def greedy_generate(
     :func:`greedy_continuation` run prompt by prompt, up to float rounding: padding and
     batching change the order of floating-point sums, so a nearly tied argmax can flip.
 
-    On a TransformerBridge the tokens come from the wrapped Hugging Face model (see
-    :func:`hf_view`): hooks added to the bridge do not run while generating, and weight
-    edits made only to the bridge's processed copies are not seen. Under
-    :func:`~oversquash_lens.emulate_precision` the bridge decodes without a cache instead,
-    so that the rounding hooks run.
+    On a TransformerBridge with no hook on any hook point the tokens come from the
+    wrapped Hugging Face model (see :func:`hf_view`; weight edits made only to the
+    bridge's processed copies are not seen there). Whenever a hook is active (your own,
+    :func:`~oversquash_lens.intervene`, :func:`~oversquash_lens.emulate_precision`) the
+    bridge decodes through its own hooked forward pass, without a cache, so every hook
+    runs.
 
     Args:
         model: HookedTransformer or TransformerBridge.
@@ -200,12 +203,33 @@ def default_stop_ids(tokenizer: Any) -> tuple[int, ...]:
 Decoder = Any  # (ids, mask, max_new_tokens, stops) -> [batch, new] ids
 
 
+def hooks_active(model: Any) -> bool:
+    """Whether any hook sits on a hook point of ``model`` right now.
+
+    The user's own hooks, :func:`~oversquash_lens.intervene` and precision emulation all
+    register there.
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> model = osl.load_model("tiny-gpt2", backend="bridge")
+        >>> with osl.intervene(model, [("hook_embed", lambda x, hook: x)]):
+        ...     hooks_active(model)
+        True
+        >>> hooks_active(model)
+        False
+    """
+    return any(
+        point._forward_hooks or point._backward_hooks or point.fwd_hooks or point.bwd_hooks
+        for point in set(hook_dict(model).values())
+    )
+
+
 def _decoder(model: Any) -> Decoder:
     """The cached decoding route for this model (see the module docstring)."""
     if backend_of(model) == "hooked":
         return lambda ids, mask, n, stops: _decode_hooked(model, ids, mask, n, stops)
-    emulated = "emulated" in (active_precision(model) or "")
-    view = None if emulated else hf_view(model)  # emulation hooks must run: no HF view
+    # Hooks must run (the user's, interventions, rounding): no hook-free HF view then.
+    view = None if hooks_active(model) else hf_view(model)
     if view is None:
         return lambda ids, mask, n, stops: _decode_uncached(model, ids, mask, n)
     return lambda ids, mask, n, stops: _decode_hf(view, ids, mask, n, stops)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from ._adapter import ModelAdapter
+from ._checks import require_int
 from ._collapse import _precision_context, collapse, parse_precision
 from ._glasses_result import GlassesResult, SeparatorSearch
 from ._glasses_variants import SPELLINGS as SPELLINGS
@@ -250,10 +251,11 @@ def compare_glasses(
         raise ValueError(f"variant labels repeat: {labels}")
     if sensitivity not in SENSITIVITY_METHODS:
         raise ValueError(f"sensitivity must be one of {SENSITIVITY_METHODS}, got {sensitivity!r}")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+    samples = require_int("samples", samples, minimum=1)
     tasks = [v.apply(task) for v in parsed]  # every change is checked before any pass
-    settings = [parse_precision(v.precision or precision, adapter.device) for v in parsed]
+    settings = [
+        parse_precision(v.precision or precision, adapter.device, adapter.dtype) for v in parsed
+    ]
     shape = (len(parsed), len(ks))
     nan = torch.full(shape, math.nan, dtype=torch.float64)
     out: dict[str, torch.Tensor] = {
@@ -382,11 +384,11 @@ def separator_search(
     ks = sorted(set(check_lengths(range(1, max_length + 1) if lengths is None else lengths, 1)))
     if ks[-1] > max_length:
         raise ValueError(f"lengths go beyond max_length={max_length}: {ks[-1]}")
-    ms = sorted(set(int(m) for m in spacings))
+    ms = sorted(set(require_int("spacings", m, minimum=1) for m in spacings))
     if not ms:
         raise ValueError("spacings is empty: give at least one, e.g. (1, 2, 3)")
     adapter = ModelAdapter(model)
-    setting = parse_precision(precision, adapter.device)
+    setting = parse_precision(precision, adapter.device, adapter.dtype)
     eps = setting.fmt.epsilon
     variants = [
         dataclasses.replace(separators(m, group, separator), prepend_bos=prepend_bos) for m in ms

@@ -328,7 +328,7 @@ def test_checkpoint_resumes(load, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(module, "_run_passes", no_passes)
     again = osl.collapse(model, family, [1, 2], progress=False, checkpoint=checkpoint)
     assert torch.equal(again.distances, first.distances)
-    with pytest.raises(ValueError, match="different sweep"):
+    with pytest.raises(osl.CheckpointMismatchError, match="another model or sweep"):
         osl.collapse(model, family, [1, 3], progress=False, checkpoint=checkpoint)
 
 

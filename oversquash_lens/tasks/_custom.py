@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .._adapter import ModelAdapter
 from .._errors import EmptySequenceError, PromptTooLongError
 from .._types import TokenSeq
 from ._base import Lengths, SequenceFamily, SequencePair, TokenizerView, check_lengths, short
@@ -27,7 +28,24 @@ def _as_text(value: object, name: str) -> Text:
     raise TypeError(f"{name} must be a string or a list of token ids, got {value!r}")
 
 
-def _label(view: TokenizerView, value: Text) -> str:
+class _IdsView:
+    """What a pair of token-id sequences needs of a model: its context and vocabulary.
+
+    Token ids are used as given, so a model without a tokenizer works too.
+    """
+
+    def __init__(self, model: Any) -> None:
+        adapter = ModelAdapter(model)
+        self.n_ctx, self.model_name, self.bos_label = adapter.n_ctx, adapter.info.name, ""
+        self._adapter = adapter
+
+    def check(self, ids: TokenSeq) -> None:
+        """Ids outside the vocabulary are refused (see ``ModelAdapter.check_tokens``)."""
+        if ids.numel() <= self.n_ctx:
+            self._adapter.check_tokens(ids[None])
+
+
+def _label(view: "TokenizerView | _IdsView", value: Text) -> str:
     if isinstance(value, str):
         return view.bos_label + short(value)
     return f"{len(value)} given token ids"
@@ -64,11 +82,14 @@ class PairFamily(SequenceFamily):
             if len(value) == 0:
                 raise EmptySequenceError(f"{name} is empty: give at least one token of text")
 
-    def _ids(self, view: TokenizerView, value: Text, name: str) -> TokenSeq:
+    def _ids(self, view: "TokenizerView | _IdsView", value: Text, name: str) -> TokenSeq:
         if isinstance(value, str):
+            assert isinstance(view, TokenizerView)  # strings always get a tokenizer view
             ids = view.tensor(view.tokenize(value))
         else:
             ids = torch.tensor(value, dtype=torch.int64)
+            if isinstance(view, _IdsView):
+                view.check(ids)
         if ids.numel() > view.n_ctx:
             raise PromptTooLongError(
                 f"sequence {name} has {ids.numel()} tokens but {view.model_name} has a context "
@@ -96,7 +117,8 @@ class PairFamily(SequenceFamily):
                 f"a fixed pair has no length parameter; got {len(ks)} lengths. Call "
                 "pairs(model) (k=0) or pair(model, k) to label it"
             )
-        view = TokenizerView(model, self.bos)
+        texts = isinstance(self.a, str) or isinstance(self.b, str)
+        view = TokenizerView(model, self.bos) if texts else _IdsView(model)
         a, b = self._ids(view, self.a, "a"), self._ids(view, self.b, "b")
         text = f"{_label(view, self.a)} vs {_label(view, self.b)}"
         return [SequencePair(ks[0], a, b, text)]

@@ -172,6 +172,12 @@ class Separated(CountFamily):
         _check_text(self.item, "item", empty_ok=False)
         _check_text(self.separator, "separator", empty_ok=False)
         _check_common(self)
+        for name, glue in (("separator", self.separator), ("joiner", self.joiner)):
+            if self.item in glue:
+                raise ValueError(
+                    f"{name} {glue!r} contains the repeated item {self.item!r}: the sequence "
+                    f"would hold more items than its length k says; choose another {name}"
+                )
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"every must be an int >= 1 (items per group), got {self.every!r}")
         if self.group not in ("left", "right"):

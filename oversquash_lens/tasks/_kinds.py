@@ -205,10 +205,31 @@ def validate_options(task: Any) -> None:
         raise ValueError("word is count_word's counted word (and only its)")
     if task.word is not None and not (isinstance(task.word, str) and task.word.isalpha()):
         raise ValueError(f"word must be a single alphabetic word, got {task.word!r}")
+    _check_glue(task, kind)
     if task.name == "sum_ones" and "+" not in task.joiner:
         raise ValueError("sum_ones needs '+' between the ones: joiner='+' or ' + '")
     if kind.words and not task.joiner:
         raise ValueError(f"{task.name} items are words: give a joiner such as ' '")
+
+
+def _check_glue(task: Any, kind: Kind) -> None:
+    """Refuse a separator or joiner that reads as an item: the ground truth would be wrong.
+
+    Digit tasks count, sum or copy digits, so any digit between the items changes what
+    the model is shown but not the answer computed from the items; count_word would see
+    extra counted words.
+    """
+    items = (str(task.word), *WORDS) if kind.words else tuple("0123456789")
+    for name in ("separator", "joiner"):
+        glue = getattr(task, name)
+        clash = [item for item in items if glue and item in glue]
+        if clash:
+            raise ValueError(
+                f"{name} {glue!r} contains {clash[0]!r}, which reads as an item of "
+                f"{task.name}: the prompt would show items the ground truth does not count. "
+                f"Choose a {name} without {'those words' if kind.words else 'digits'}, "
+                "e.g. ','"
+            )
 
 
 def describe_options(task: Any) -> str:
