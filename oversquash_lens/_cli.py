@@ -1,7 +1,8 @@
 """The ``oversquash-lens`` command line: each subcommand calls one public function.
 
-Exit codes: 0 on success, 2 for bad arguments (with a message that says what to do),
-1 when a measurement fails.
+Exit codes: 0 on success, 2 for bad arguments (with a message that says what to do;
+``ValueError`` and ``TypeError`` from the API count as such), 1 when a measurement fails.
+Output JSON is strict: NaN and ±inf are written as ``null``.
 """
 
 import dataclasses
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_args import EXAMPLES as EXAMPLES
-from ._cli_args import build_parser, parse_precisions
+from ._cli_args import UsageError as UsageError
+from ._cli_args import build_parser, check_arguments, parse_precisions
 from ._errors import (
     BackendUnavailableError,
     EmptySequenceError,
@@ -23,9 +25,13 @@ from ._errors import (
     UnknownPrecisionError,
     UnsupportedPrecisionError,
 )
+from ._json import dumps
 
-# Errors that mean "the arguments were wrong": exit code 2, like argparse.
+# Errors that mean "the arguments were wrong": exit code 2, like argparse. ValueError and
+# TypeError cover the API's checks of argument values (and the package's errors built on
+# them); other package errors exit 1; anything else is a bug and keeps its traceback.
 _USAGE_ERRORS = (
+    UsageError,
     UnknownModelError,
     UnknownPrecisionError,
     UnsupportedPrecisionError,
@@ -33,11 +39,9 @@ _USAGE_ERRORS = (
     PromptTooLongError,
     EmptySequenceError,
     TokenizationError,
+    ValueError,
+    TypeError,
 )
-
-
-class UsageError(Exception):
-    """A bad argument found after parsing (exit code 2)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,24 +54,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
+        check_arguments(args)  # before any model is loaded
         return _COMMANDS[args.command](args)
-    except (*_USAGE_ERRORS, UsageError) as exc:
-        print(f"oversquash-lens {args.command}: error: {_message(exc)}", file=sys.stderr)
-        return 2
+    except _USAGE_ERRORS as exc:
+        return _fail(args.command, exc, 2)
     except OversquashLensError as exc:
-        print(f"oversquash-lens {args.command}: error: {_message(exc)}", file=sys.stderr)
-        return 1
+        return _fail(args.command, exc, 1)
+
+
+def _fail(command: str, exc: BaseException, code: int) -> int:
+    print(f"oversquash-lens {command}: error: {_message(exc)}", file=sys.stderr)
+    return code
 
 
 def _message(exc: BaseException) -> str:
     # KeyError subclasses repr their message; show it as written.
-    return str(exc.args[0]) if exc.args else str(exc)
+    message = str(exc.args[0]) if exc.args else str(exc)
+    return message or type(exc).__name__
 
 
 # ---------------------------------------------------------------- output
 def _emit(args: Any, payload: dict[str, Any], text: list[str]) -> int:
     if args.json:
-        print(json.dumps(payload, indent=1, default=str))
+        print(dumps(payload, indent=1, default=str))
     else:
         print("\n".join(text))
     return 0
@@ -187,7 +196,7 @@ def _demo(args: Any) -> int:
         max_new_tokens=args.max_new_tokens,
         model=model,
     )
-    print(json.dumps(dataclasses.asdict(report), indent=2) if args.json else report.format())
+    print(dumps(dataclasses.asdict(report), indent=2) if args.json else report.format())
     return 0
 
 

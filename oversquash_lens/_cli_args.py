@@ -1,8 +1,13 @@
-"""Arguments of the ``oversquash-lens`` command line: parser, examples, value parsers."""
+"""Arguments of the ``oversquash-lens`` command line: parser, examples, value checks."""
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .tasks import PROMPTS
+
+if TYPE_CHECKING:
+    import torch
 
 FAMILIES = ("ones", "fixed_final", "random_prefix", "separated")
 FLOW_TASKS = ("count_ones", "first_digit", "last_digit")
@@ -68,6 +73,10 @@ OUT/figures/*.png|svg.
 }
 
 
+class UsageError(Exception):
+    """A bad argument found after parsing (exit code 2)."""
+
+
 def parse_lengths(text: str) -> list[int]:
     """``"1:200:10"`` (inclusive of 200 if the step reaches it), ``"5"`` or ``"1,2,4,8"``.
 
@@ -116,6 +125,113 @@ def parse_precisions(values: list[str] | None) -> list[str] | None:
     return [p.strip() for v in values for p in v.split(",") if p.strip()]
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Checks that need no model, run before one is loaded: ``--out`` and ``--device``.
+
+    Raises:
+        UsageError: With what to give instead.
+    """
+    if getattr(args, "out", None):
+        check_out(args.out)
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+
+
+def check_out(text: str) -> None:
+    """``--out`` must be an existing folder or a path where one can be created.
+
+    Raises:
+        UsageError: If it is a file, or lies under one.
+
+    Example:
+        >>> check_out("a/new/folder")  # nothing on disk yet: fine
+    """
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise UsageError(
+            f"--out {text!r} is a file; --out must be a folder (existing, or a new path to "
+            "create): give another path"
+        )
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(
+            f"--out {text!r} lies under {str(parent)!r}, which is a file, so the folder "
+            "cannot be created: give a path inside a folder"
+        )
+
+
+def check_device(text: str) -> None:
+    """``--device`` must name a torch device that exists on this machine.
+
+    Raises:
+        UsageError: For unparsable names and for devices that are not there, with the
+            devices that are.
+
+    Example:
+        >>> check_device("cpu")
+    """
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(
+            f"--device {text!r} is not a torch device: use cpu, cuda, cuda:N or mps "
+            f"(here: {', '.join(available_devices())})"
+        ) from None
+    problem = _device_problem(device)
+    if problem is not None:
+        raise UsageError(
+            f"--device {text!r}: {problem}; choose one of {', '.join(available_devices())}"
+        )
+
+
+def available_devices() -> list[str]:
+    """The devices of this machine that ``--device`` accepts: cpu, cuda:N, mps.
+
+    Example:
+        >>> available_devices()[0]
+        'cpu'
+    """
+    import torch
+
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def _device_problem(device: "torch.device") -> str | None:
+    """Why ``device`` cannot be used here; None if it can."""
+    import torch
+
+    kind = device.type
+    if kind == "cpu":
+        return None
+    if kind == "mps":
+        available, count = torch.backends.mps.is_available(), 1
+    else:
+        module: Any = getattr(torch, kind, None)  # torch.cuda, torch.xpu, ...
+        if not callable(getattr(module, "is_available", None)):
+            return f"this command cannot run on {kind} devices"
+        available = bool(module.is_available())
+        count = int(module.device_count()) if available else 0
+    if not available:
+        why = " (this torch is built without CUDA)" if kind == "cuda" and _no_cuda() else ""
+        return f"no {kind} device is available on this machine{why}"
+    if device.index is not None and device.index >= count:
+        return f"only {count} {kind} {'device is' if count == 1 else 'devices are'} visible"
+    return None
+
+
+def _no_cuda() -> bool:
+    import torch
+
+    return torch.version.cuda is None and torch.version.hip is None
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -145,7 +261,7 @@ def _common(parser: argparse.ArgumentParser, *, default_model: str = "smollm2-13
 
 
 def _out(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    what = "write results (.npz), figures (.png/.svg) and summary.json there"
+    what = "folder (created if new) for results (.npz), figures (.png/.svg), summary.json"
     parser.add_argument("--out", default=default, help=what)
 
 

@@ -6,7 +6,6 @@ provenance), ``results/<step>.npz`` (each Result's ``save()``: arrays plus JSON 
 with provenance) and ``figures/<step>.png`` / ``.svg``.
 """
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 from .._adapter import ModelAdapter
 from .._collapse import collapse
+from .._json import dumps
 from .._trace import trace
 from ..analyzers._collapse_math import METRICS
 from ..analyzers._collapse_result import CollapseResult
@@ -428,5 +428,5 @@ def _write_summary(
         | {s.key: s.seconds for s in sections},
         "steps": {s.key: s.summary | {"files": s.files} for s in sections},
     }
-    payload = json.dumps(summary, indent=1, default=str, allow_nan=True)
+    payload = dumps(summary, indent=1, default=str)  # strict JSON: NaN is null
     atomic_write_bytes(folder / "summary.json", payload.encode())
