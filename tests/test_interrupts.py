@@ -207,7 +207,9 @@ def test_an_interrupt_while_switching_attention_kernels() -> None:
     from .test_adapter import sdpa_bridge
 
     model = sdpa_bridge("sdpa")
+    model.original_model.set_attn_implementation("sdpa")  # TransformerLens 4 boots eager
     adapter = ModelAdapter(model)
+    assert adapter.attention_implementation == "sdpa"
 
     def action() -> None:
         with adapter.eager_attention():
