@@ -24,6 +24,7 @@ from ._errors import InvalidTokensError as InvalidTokensError
 from ._errors import MissingHookError as MissingHookError
 from ._errors import ModelLoadError as ModelLoadError
 from ._errors import OversquashLensError as OversquashLensError
+from ._errors import PathBudgetError as PathBudgetError
 from ._errors import PatternsUnavailableError as PatternsUnavailableError
 from ._errors import PromptTooLongError as PromptTooLongError
 from ._errors import RaggedBatchError as RaggedBatchError
@@ -141,6 +142,7 @@ __all__ = [
     "ModelInfo",
     "ModelLoadError",
     "OversquashLensError",
+    "PathBudgetError",
     "PatternsUnavailableError",
     "PromptTooLongError",
     "RaggedBatchError",

@@ -22,9 +22,10 @@ from ._errors import (
     PromptTooLongError,
     RaggedBatchError,
 )
+from ._probes import probe_causal
 from ._tensors import weights_digest
 from ._types import Tokens, TokensAnyBatch
-from .capture import active_precision, fired_hooks, hook_dict, silent_pass
+from .capture import active_precision, fired_hooks, hook_dict
 from .capture._guard import guarded
 from .capture._hooks import probe_ids
 from .models import ModelInfo, model_info
@@ -34,8 +35,6 @@ Prompt = str | Sequence[str] | Tensor
 
 # Probe results per model: (attention implementation, hook names that fired).
 _FIRED: "weakref.WeakKeyDictionary[Any, tuple[str, set[str]]]" = weakref.WeakKeyDictionary()
-# Whether a model's attention is causal, when it had to be probed.
-_CAUSAL: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 # Dtypes token ids may come in (bool and uint8 would index like masks).
 _ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
 
@@ -267,8 +266,7 @@ class ModelAdapter:
         """Whether each position sees only itself and earlier positions (a causal mask).
 
         Read from the config when it says (``attention_dir``, Hugging Face ``is_causal``),
-        and otherwise checked once by changing the last of three tokens and seeing whether
-        the earlier positions' logits move.
+        and otherwise checked once by a probe pass (see :func:`probe_causal`).
 
         Example:
             >>> import oversquash_lens as osl
@@ -280,22 +278,7 @@ class ModelAdapter:
         hf_config = getattr(getattr(self.model, "original_model", None), "config", None)
         if getattr(hf_config, "is_causal", None) is False:
             return False
-        known = _CAUSAL.get(self.model)
-        if known is None:
-            known = _CAUSAL[self.model] = self._probe_causal()
-        return known
-
-    def _probe_causal(self) -> bool:
-        ids = probe_ids(self.model, 4)
-        a = silent_pass(self.model, ids[:, :3])
-        b = silent_pass(self.model, torch.cat([ids[:, :2], ids[:, 3:]], dim=1))
-        if not (isinstance(a, Tensor) and isinstance(b, Tensor) and a.ndim == b.ndim == 3):
-            return True  # nothing to compare: trust the config's default
-        early_a, early_b = a[:, :-1].double(), b[:, :-1].double()
-        # Causal: the same numbers (one pass each, same kernels); bidirectional: the
-        # changed last token moves every position by far more than rounding.
-        scale = float(early_a.abs().max()) or 1.0
-        return float((early_a - early_b).abs().max()) <= 1e-3 * scale
+        return probe_causal(self.model)
 
     # ------------------------------------------------------------------ hooks
     def has_hook(self, name: str) -> bool:
@@ -322,6 +305,9 @@ class ModelAdapter:
                 self.pattern(layer),
                 self.z(layer),
                 self.attn_out(layer),
+                names.v(layer),
+                names.ln1_normalized(layer),
+                *names.mlp_points(layer),
             ]
         fired = fired_hooks(self.model, candidates, probe_ids(self.model, 2))
         _FIRED[self.model] = (key, fired)

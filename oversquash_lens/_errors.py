@@ -75,6 +75,10 @@ class InvalidTokensError(OversquashLensError, ValueError):
     """Token ids of the wrong dtype, or outside the model's vocabulary."""
 
 
+class PathBudgetError(OversquashLensError, ValueError):
+    """A path computation that would exceed its time or memory budget (say so, early)."""
+
+
 class UnsupportedArchitectureError(OversquashLensError, ValueError):
     """A model whose architecture breaks an assumption of the analysis (e.g. causal masks)."""
 

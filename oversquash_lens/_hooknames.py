@@ -1,7 +1,9 @@
 """TransformerLens hook-point names, shared by HookedTransformer and TransformerBridge.
 
 With ``enable_compatibility_mode()`` the bridge fires every one of these under the same
-name as HookedTransformer (PAPER.md §1 maps them to the paper's v(ℓ), y_n and Λ(ℓ)).
+name as HookedTransformer. In the paper's notation: v(0) is ``resid_pre(0)``, v(ℓ+1) is
+``resid_post(ℓ)``, y_n is the final norm's output at the last position, and Λ(ℓ) is
+``pattern(ℓ)``.
 """
 
 EMBED = "hook_embed"
@@ -30,6 +32,31 @@ def resid_post(layer: int) -> str:
 def pattern(layer: int) -> str:
     """Attention pattern of block ``layer``: [batch, head, query_pos, key_pos]."""
     return f"blocks.{layer}.attn.hook_pattern"
+
+
+def v(layer: int) -> str:
+    """Per-head attention values: [batch, pos, head (or KV head), d_head]."""
+    return f"blocks.{layer}.attn.hook_v"
+
+
+def ln1_normalized(layer: int) -> str:
+    """Output of block ``layer``'s first norm (the attention's input): [batch, pos, d_model]."""
+    return f"blocks.{layer}.ln1.hook_normalized"
+
+
+def mlp_pre_linear(layer: int) -> str:
+    """A gated MLP's linear branch ``x W_in``: [batch, pos, d_mlp]."""
+    return f"blocks.{layer}.mlp.hook_pre_linear"
+
+
+def mlp_points(layer: int) -> list[str]:
+    """An MLP's pre-activation, (gated) linear branch, post-activation and output."""
+    return [
+        f"blocks.{layer}.mlp.hook_pre",
+        mlp_pre_linear(layer),
+        f"blocks.{layer}.mlp.hook_post",
+        f"blocks.{layer}.hook_mlp_out",
+    ]
 
 
 def z(layer: int) -> str:

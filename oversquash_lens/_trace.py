@@ -1,11 +1,29 @@
-"""``osl.trace``: attention paths and Jacobian sensitivity of one prompt, side by side."""
+"""``osl.trace``: measured sensitivity beside every attention-path proxy, for one prompt.
 
+One pass per path method reads the attention patterns (no gradients, eager attention);
+one pass with gradients measures the Jacobian norms. With ``attention="both"`` that pass
+runs a doubled batch — the prompt with full attention and again with every pattern held
+constant — so a single set of probes gives the full sensitivity, the frozen-attention
+(value-path) sensitivity and the part that flows through the attention scores.
+"""
+
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
-from ._adapter import Prompt
+import torch
+
+from ._adapter import ModelAdapter, Prompt
+from ._attach import attach
+from ._errors import PatternsUnavailableError, UnsupportedArchitectureError
 from .analyzers._flow import FlowResult
+from .analyzers._path_result import PATH_METHODS
 from .analyzers._paths import attention_paths
-from .analyzers._sensitivity import sensitivity
+from .analyzers._sensitivity import Sensitivity, sensitivity, split_result
+from .capture import frozen_parameters
+
+DEFAULT_PATH_METHODS = ("bound", "rollout", "value", "certified")
+ATTENTION = ("both", "full")
 
 
 def trace(
@@ -14,48 +32,111 @@ def trace(
     *,
     method: str = "hutchinson",
     probes: int = 32,
-    path_method: str = "bound",
+    path_methods: Sequence[str] | None = None,
+    path_method: str | None = None,
     heads: str = "mean",
     layers: Any = "all",
+    attention: str = "both",
+    norm: str | None = None,
     seed: int = 0,
     prepend_bos: bool | None = None,
 ) -> FlowResult:
-    """How each input token reaches the last token: sensitivity beside the path bound.
-
-    Two passes: one without gradients that reads the attention patterns (eager attention),
-    one with gradients for the Jacobian norms (any attention kernel), as DESIGN.md asks
-    (eager attention gradients do not fit at long sequences).
+    """How each input token reaches the last token: measurements and path proxies.
 
     Args:
         model: HookedTransformer or TransformerBridge.
         prompt: Text or token ids ``[batch, pos]``.
-        method: Sensitivity method, ``"hutchinson"`` (k probes, default) or ``"exact"``.
+        method: Sensitivity method: ``"hutchinson"`` (``probes`` probes, default),
+            ``"exact"`` or ``"power"`` (spectral norms).
         probes: Hutchinson probes.
-        path_method: ``"bound"``, ``"rollout"`` or ``"context"``.
-        heads: How heads are combined for the paths (``"mean"``, ``"max"``).
+        path_methods: The proxies to compare (any of ``"bound"``, ``"rollout"``,
+            ``"context"``, ``"value"``, ``"flow"``, ``"certified"``). None: bound, rollout,
+            value and certified; a default one the model cannot serve (certified on an
+            architecture it does not cover) is left out with a warning, and the reason
+            is kept in the provenance. Asked for explicitly, it raises.
+        path_method: One proxy (the older spelling of ``path_methods=[...]``).
+        heads: How heads are combined for bound/rollout/context (``"mean"``, ``"max"``).
         layers: Sensitivity output points: ``"all"``, ``"final"`` (y_n) or a list of
             block numbers and ``"final"`` (each VJP costs about one backward pass).
-        seed: Seed of the probes.
+        attention: ``"both"`` (full, frozen and their difference, default) or ``"full"``.
+            On a model whose patterns cannot be frozen the frozen part is left out with a
+            warning (and the reason kept in the provenance).
+        norm: ``"fro"`` or ``"spectral"``; None: spectral for ``power``, else Frobenius.
+        seed: Seed of the probes and of the certified bound's power iterations.
         prepend_bos: Override the model's BOS default for text prompts.
 
     Returns:
-        A :class:`~oversquash_lens.FlowResult`.
+        A :class:`~oversquash_lens.FlowResult`; ``.agreement()`` says which proxy
+        explains the measurement.
 
     Example:
         >>> import oversquash_lens as osl
         >>> model = osl.load_model("tiny-llama")
         >>> flow = osl.trace(model, "1 1 1 1 1 1", method="exact")
-        >>> flow.sensitivity.shape == flow.paths.shape, len(flow.points)
-        (True, 3)
+        >>> flow.measures, flow.proxy_methods
+        (('full', 'frozen', 'scores'), ('bound', 'rollout', 'value', 'certified'))
     """
-    paths = attention_paths(model, prompt, method=path_method, heads=heads, prepend_bos=prepend_bos)
-    measured = sensitivity(
-        model,
-        prompt,
-        method=method,
-        probes=probes,
-        layers=layers,
-        seed=seed,
-        prepend_bos=prepend_bos,
-    )
-    return FlowResult.combine(paths, measured)
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+    chosen, explicit = _methods(path_methods, path_method)
+    tokens = ModelAdapter(model).to_tokens(prompt, prepend_bos=prepend_bos)
+    skipped: dict[str, str] = {}
+    paths = []
+    for name in chosen:
+        try:
+            paths.append(attention_paths(model, tokens, method=name, heads=heads, seed=seed))
+        except (UnsupportedArchitectureError, PatternsUnavailableError) as exc:
+            if explicit:
+                raise
+            skipped[name] = str(exc)
+    options = {"method": method, "probes": probes, "layers": layers, "seed": seed}
+    if norm is not None:
+        options["norm"] = norm
+    elif method == "power":
+        options["norm"] = "spectral"
+    full, frozen, scores = _measure(model, tokens, attention, options, skipped)
+    for name, why in skipped.items():
+        warnings.warn(f"trace left out {name}: {why}", UserWarning, stacklevel=2)
+    flow = FlowResult.combine(paths, full, frozen=frozen, scores=scores)
+    if skipped:
+        extra = dict(flow.provenance.extra, skipped=skipped)
+        from dataclasses import replace
+
+        flow.provenance = replace(flow.provenance, extra=extra)
+    return flow
+
+
+def _methods(path_methods: Sequence[str] | None, path_method: str | None) -> tuple[list[str], bool]:
+    if path_methods is not None and path_method is not None:
+        raise ValueError("give path_methods or path_method, not both")
+    if path_method is not None:
+        path_methods = [path_method]
+    if path_methods is None:
+        return list(DEFAULT_PATH_METHODS), False
+    chosen = list(path_methods)
+    unknown = [m for m in chosen if m not in PATH_METHODS]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(
+            f"path_methods must be distinct names from {PATH_METHODS}, got {list(path_methods)}"
+        )
+    return chosen, True
+
+
+def _measure(
+    model: Any, tokens: torch.Tensor, attention: str, options: dict[str, Any], skipped: dict
+) -> tuple[Any, Any, Any]:
+    """Full, frozen and score-path sensitivity (None for the parts not measured)."""
+    if attention != "both":
+        result = sensitivity(model, tokens, attention=attention, **options)
+        return (result, None, None) if attention == "full" else (result, result, None)
+    analyzer = Sensitivity(attention="split", **options)
+
+    try:
+        with attach(model, analyzer) as rec, frozen_parameters(model), torch.enable_grad():
+            model(torch.cat([tokens, tokens]))
+            result = rec.result(analyzer)
+    except PatternsUnavailableError as exc:
+        skipped["frozen attention"] = str(exc)
+        return sensitivity(model, tokens, **options), None, None
+    full, frozen, scores = split_result(result)  # type: ignore[arg-type]
+    return full, frozen, scores

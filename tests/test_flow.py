@@ -12,7 +12,7 @@ from oversquash_lens import _hooknames as names
 from oversquash_lens.analyzers._ranks import average_ranks, kendall, spearman
 
 from .conftest import BACKENDS
-from .helpers import hook_registry, leftover_hooks
+from .helpers import assert_close, hook_registry, leftover_hooks
 
 small_ints = st.lists(st.integers(0, 5), min_size=3, max_size=12)
 
@@ -76,7 +76,7 @@ def test_average_ranks_and_batching() -> None:
 def test_trace_pairs_layers_and_round_trips(load, backend: str, name: str, tmp_path) -> None:
     model = load(name, backend)
     before = hook_registry(model)
-    flow = osl.trace(model, "1 1 1 2 1 1 1 1", method="exact")
+    flow = osl.trace(model, "1 1 1 2 1 1 1 1", method="exact", attention="full")
     assert not leftover_hooks(model, before)
     n_layers = model.cfg.n_layers
     assert flow.points[-1] == names.FINAL_NORM
@@ -85,6 +85,11 @@ def test_trace_pairs_layers_and_round_trips(load, backend: str, name: str, tmp_p
     torch.testing.assert_close(flow.paths[:, :n_layers], paths.weights, rtol=0, atol=0)
     measured = osl.sensitivity(model, "1 1 1 2 1 1 1 1", method="exact")
     torch.testing.assert_close(flow.sensitivity, measured.norms.double(), rtol=0, atol=0)
+    both = osl.trace(model, "1 1 1 2 1 1 1 1", method="exact")  # one doubled-batch pass
+    frozen = osl.sensitivity(model, "1 1 1 2 1 1 1 1", method="exact", attention="frozen")
+    # The doubled batch changes the order of float32 sums: the same numbers to rounding.
+    assert_close(both.sensitivity, measured.norms.double(), torch.float32)
+    assert_close(both.measure("frozen"), frozen.norms.double(), torch.float32)
     for k in range(len(flow.points)):
         expected = spearman(flow.sensitivity[0, k], flow.paths[0, k])
         assert float(flow.spearman[0, k]) == pytest.approx(float(expected))
@@ -92,7 +97,8 @@ def test_trace_pairs_layers_and_round_trips(load, backend: str, name: str, tmp_p
     assert torch.equal(loaded.kendall, flow.kendall) and loaded.points == flow.points
     table = flow.to_dataframe()
     assert len(table) == len(flow.points) * flow.sensitivity.shape[-1]
-    assert len(flow.agreement()) == len(flow.points)
+    table = flow.agreement()  # one row per point, proxy and measurement
+    assert len(table) == len(flow.points) * len(flow.proxy_methods) * len(flow.measures)
 
 
 def test_trace_plots(load) -> None:

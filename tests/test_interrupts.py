@@ -62,10 +62,10 @@ def run_traced(model: Any, action: Callable[[], None], at: int | None) -> Inject
 
 
 def forget_probes(model: Any) -> None:
-    from oversquash_lens import _adapter
+    from oversquash_lens import _adapter, _probes
     from oversquash_lens.capture import _runs
 
-    for cache in (_adapter._FIRED, _adapter._CAUSAL, _runs._TRANSFORMS):
+    for cache in (_adapter._FIRED, _probes._CAUSAL, _runs._TRANSFORMS):
         cache.pop(model, None)
 
 

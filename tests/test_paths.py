@@ -223,7 +223,7 @@ def test_bad_arguments_are_refused_clearly(load, backend: str) -> None:
     with pytest.raises(ValueError, match="non-negative"):
         AttentionPaths(heads=[1.0, -1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="unknown path method"):
-        AttentionPaths(method="flow")
+        AttentionPaths(method="maxflow")
     with pytest.raises(ValueError, match="heads must be one of"):
         AttentionPaths(heads="min")
     with pytest.raises(ValueError, match="beta3 must be positive"):

@@ -424,7 +424,10 @@ def test_result_plots_share_the_style(load: Any) -> None:
         assert first_colour(ax) == COLORS[0].lower()
     flow = osl.FlowResult.combine(path_result(), sensitivity_result())
     figure = flow.plot()
-    profile, scatter, *heatmaps = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
-    assert grid_on(profile) and grid_on(scatter) and not any(grid_on(ax) for ax in heatmaps)
+    profile, scatter, agreement, *heatmaps = [
+        ax for ax in figure.axes if ax.get_label() != "<colorbar>"
+    ]
+    assert grid_on(profile) and grid_on(scatter) and grid_on(agreement)
+    assert not any(grid_on(ax) for ax in heatmaps)
     assert scatter.get_xscale() == scatter.get_yscale() == "log"
     plt.close("all")

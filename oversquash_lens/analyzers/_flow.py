@@ -1,10 +1,20 @@
-"""FlowResult: measured sensitivity beside the attention-path bound, layer by layer.
+"""FlowResult: measured sensitivity beside every path proxy, layer by layer — and which explains it.
 
-Layer ℓ of the path product (paths through layers 0..ℓ) is paired with the sensitivity
-of block ℓ's residual output; the final norm output y_n is paired with the last layer's
-paths (Thm 5.1 divides it by the constant β3, which leaves ranks unchanged).
+For each output point (each block's residual output, then y_n) the result holds the
+measured sensitivity with full attention, with attention frozen (the value path: the
+setting of Thm 5.1) and the part that flows through the attention scores
+(‖J_full − J_frozen‖), beside one row per path method ("proxy"): the Thm 5.1 bound with
+unit constants, rollout, cumulative context, value-weighted rollout, attention flow and
+the certified bound. Layer ℓ of a path product (paths through layers 0..ℓ) is paired
+with block ℓ's output; y_n with the last layer (the certified bound adds the final norm's
+factor there; for the others the final norm's constant leaves ranks unchanged).
+
+:meth:`FlowResult.agreement` says, per point and proxy, how well each proxy ranks the
+positions like each measurement (Spearman, Kendall), how much of it sits on the first
+token, and for the certified bound where it holds and how loose it is.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,86 +29,169 @@ from ._path_result import PathResult
 from ._ranks import kendall, spearman
 from ._sensitivity_result import SensitivityResult
 
+Values = Float64[Tensor, "batch point pos"]
+MEASURES = ("full", "frozen", "scores")
+
 
 @dataclass
 class FlowResult(Result):
-    """How each input position reaches the last token: sensitivity and path bound.
+    """How each input position reaches the last token: measurements and path proxies.
 
     Attributes:
         points: Sensitivity output points, in order (blocks' residual outputs, then y_n).
         path_layers: ``[point]`` the path-product layer each point is paired with.
-        sensitivity: ``[batch, point, pos]`` ‖∂h_n(ℓ)/∂x_i‖ (float64).
-        sensitivity_stderr: ``[batch, point, pos]`` standard errors (zeros when exact).
-        paths: ``[batch, point, pos]`` path weights of the paired layer (float64).
-        constant: ``[point]`` the Thm 5.1 constant of each paired layer (``bound`` only;
-            ones otherwise): ``constant × paths`` is the sensitivity bound.
-        spearman: ``[batch, point]`` Spearman's ρ over positions, sensitivity vs paths.
-        kendall: ``[batch, point]`` Kendall's τ-b.
+        sensitivity: ``[batch, point, pos]`` ‖∂h_n(ℓ)/∂x_i‖ with full attention (float64).
+        sensitivity_stderr: Its standard errors (zeros when exact).
+        frozen: The same with every attention pattern held constant (None if not measured).
+        frozen_stderr: Its standard errors.
+        scores: ‖J_full − J_frozen‖: what flows through the attention scores (None if not
+            measured). Norms are not additive: ``full ≤ frozen + scores``.
+        scores_stderr: Its standard errors.
+        proxies: ``[proxy, batch, point, pos]`` each path method's values at the paired
+            layer: its path weights (for ``bound`` without the constant C, which leaves
+            ranks unchanged), and for ``certified`` the bound itself, with the final
+            norm's factor at y_n.
+        proxy_methods: The path method of each proxy row.
         sensitivity_method: ``"exact"``, ``"hutchinson"`` or ``"power"``.
-        path_method: ``"bound"``, ``"rollout"`` or ``"context"``.
+        norm: ``"fro"`` or ``"spectral"``: the measured norm. The certified bound bounds
+            spectral norms, and ‖J‖₂ ≥ ‖J‖_F/√d, so against Frobenius measurements its
+            "holds" test uses that lower bound (see :meth:`agreement`).
+        d_model: Width of the residual stream (for that test).
         str_tokens: Token strings of batch row 0.
         tokens: Token ids of the run.
-        provenance: Provenance of the sensitivity run (the path run's is in ``extra``).
+        provenance: Provenance of the sensitivity run (each path run's is in ``extra``).
     """
 
     points: tuple[str, ...]
     path_layers: tuple[int, ...]
-    sensitivity: Float64[Tensor, "batch point pos"]
-    sensitivity_stderr: Float64[Tensor, "batch point pos"]
-    paths: Float64[Tensor, "batch point pos"]
-    constant: Float64[Tensor, " point"]
-    spearman: Float64[Tensor, "batch point"]
-    kendall: Float64[Tensor, "batch point"]
+    sensitivity: Values
+    sensitivity_stderr: Values
+    proxies: Float64[Tensor, "proxy batch point pos"]
+    proxy_methods: tuple[str, ...]
     sensitivity_method: str
-    path_method: str
     str_tokens: tuple[str, ...]
     tokens: Tokens | None
     provenance: Provenance
+    frozen: Values | None = None
+    frozen_stderr: Values | None = None
+    scores: Values | None = None
+    scores_stderr: Values | None = None
+    norm: str = "fro"
+    d_model: int = 0
 
     def __post_init__(self) -> None:
         shape = tuple(self.sensitivity.shape)
-        if tuple(self.paths.shape) != shape or shape[1] != len(self.points):
+        if shape[1] != len(self.points) or tuple(self.proxies.shape[1:]) != shape:
             raise ValueError(
-                f"sensitivity {shape} and paths {tuple(self.paths.shape)} must both be "
-                f"[batch, {len(self.points)} points, pos]"
+                f"sensitivity {shape} and proxies {tuple(self.proxies.shape)} must be "
+                f"[batch, {len(self.points)} points, pos] (proxies with a leading axis)"
             )
+        if self.proxies.shape[0] != len(self.proxy_methods):
+            raise ValueError("proxies needs one row per proxy method")
+        self.proxy_methods = tuple(self.proxy_methods)
+        for name in ("frozen", "scores"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != shape:
+                raise ValueError(f"{name} must have the shape of sensitivity {shape}")
 
+    # ---------------------------------------------------------------- building
     @classmethod
-    def combine(cls, paths: PathResult, sensitivity: SensitivityResult) -> "FlowResult":
-        """Pair a path result with a sensitivity result of the same tokens."""
-        if tuple(paths.weights.shape[::2]) != tuple(sensitivity.norms.shape[::2]):
-            raise ValueError(
-                f"paths {tuple(paths.weights.shape)} and sensitivity "
-                f"{tuple(sensitivity.norms.shape)} cover different batches or positions"
-            )
-        n_layers = paths.weights.shape[1]
+    def combine(
+        cls,
+        paths: PathResult | list[PathResult],
+        sensitivity: SensitivityResult,
+        frozen: SensitivityResult | None = None,
+        scores: SensitivityResult | None = None,
+    ) -> "FlowResult":
+        """Pair path results with sensitivity results of the same tokens.
+
+        Raises:
+            ValueError: For results that cover different batches or positions, or
+                sensitivity results of different kinds.
+        """
+        path_list = [paths] if isinstance(paths, PathResult) else list(paths)
+        if not path_list:
+            raise ValueError("give at least one path result")
+        for result in path_list:
+            if tuple(result.weights.shape[::2]) != tuple(sensitivity.norms.shape[::2]):
+                raise ValueError(
+                    f"paths {tuple(result.weights.shape)} and sensitivity "
+                    f"{tuple(sensitivity.norms.shape)} cover different batches or positions"
+                )
+        for other in (frozen, scores):
+            if other is not None and other.norms.shape != sensitivity.norms.shape:
+                raise ValueError("the frozen/score sensitivities must match the full one")
+        n_layers = path_list[0].weights.shape[1]
         layers = [_paired_layer(point, n_layers) for point in sensitivity.points]
-        path_rows = paths.weights[:, layers]
-        constant = (
-            paths.constant[layers].to(torch.float64)
-            if paths.constant is not None
-            else torch.ones(len(layers), dtype=torch.float64)
-        )
-        stderr = (
-            sensitivity.stderr
-            if sensitivity.stderr is not None
-            else torch.zeros_like(sensitivity.norms)
-        )
+        proxies = torch.stack([_proxy_rows(r, sensitivity.points, layers) for r in path_list])
+        provenance = sensitivity.provenance
+        extra = dict(provenance.extra)
+        extra["paths_provenance"] = {r.method: r.provenance.to_dict() for r in path_list}
         return cls(
             points=tuple(sensitivity.points),
             path_layers=tuple(layers),
             sensitivity=sensitivity.norms.to(torch.float64),
-            sensitivity_stderr=stderr.to(torch.float64),
-            paths=path_rows.to(torch.float64),
-            constant=constant,
-            spearman=spearman(sensitivity.norms, path_rows),
-            kendall=kendall(sensitivity.norms, path_rows),
+            sensitivity_stderr=_stderr(sensitivity),
+            proxies=proxies,
+            proxy_methods=tuple(r.method for r in path_list),
             sensitivity_method=sensitivity.method,
-            path_method=paths.method,
             str_tokens=tuple(sensitivity.str_tokens),
             tokens=sensitivity.tokens,
-            provenance=_with_paths(sensitivity.provenance, paths.provenance),
+            provenance=_replace_extra(provenance, extra),
+            frozen=frozen.norms.to(torch.float64) if frozen is not None else None,
+            frozen_stderr=_stderr(frozen) if frozen is not None else None,
+            scores=scores.norms.to(torch.float64) if scores is not None else None,
+            scores_stderr=_stderr(scores) if scores is not None else None,
+            norm=sensitivity.norm,
+            d_model=_d_model(sensitivity),
         )
+
+    # ---------------------------------------------------------------- access
+    def proxy(self, method: str) -> Values:
+        """``[batch, point, pos]`` values of one path method.
+
+        Raises:
+            KeyError: If that method is not among the proxies.
+        """
+        if method not in self.proxy_methods:
+            raise KeyError(f"no {method!r} proxy here; proxies: {list(self.proxy_methods)}")
+        return self.proxies[self.proxy_methods.index(method)]
+
+    def measure(self, which: str = "full") -> Values:
+        """``[batch, point, pos]`` measured sensitivity: ``"full"``, ``"frozen"``, ``"scores"``.
+
+        Raises:
+            KeyError: If that one was not measured.
+        """
+        value = {"full": self.sensitivity, "frozen": self.frozen, "scores": self.scores}.get(which)
+        if value is None:
+            raise KeyError(f"{which!r} sensitivity was not measured (have: {self.measures})")
+        return value
+
+    @property
+    def measures(self) -> tuple[str, ...]:
+        """The sensitivities measured: ``"full"`` and, when measured, ``"frozen"``, ``"scores"``."""
+        return tuple(m for m in MEASURES if m == "full" or getattr(self, m) is not None)
+
+    @property
+    def path_method(self) -> str:
+        """The first proxy's method."""
+        return self.proxy_methods[0]
+
+    @property
+    def paths(self) -> Values:
+        """The first proxy's values ``[batch, point, pos]``."""
+        return self.proxies[0]
+
+    @property
+    def spearman(self) -> Float64[Tensor, "batch point"]:
+        """Spearman's ρ over positions, full sensitivity vs the first proxy."""
+        return spearman(self.sensitivity, self.paths)
+
+    @property
+    def kendall(self) -> Float64[Tensor, "batch point"]:
+        """Kendall's τ-b over positions, full sensitivity vs the first proxy."""
+        return kendall(self.sensitivity, self.paths)
 
     def point_index(self, point: int | str | None = None) -> int:
         """Index of a point (default y_n, else the last point)."""
@@ -108,11 +201,63 @@ class FlowResult(Result):
             return range(len(self.points))[point]
         return self.points.index(point)
 
-    def to_dataframe(self) -> Any:
-        """Long table: one row per (batch, point, position).
+    # ---------------------------------------------------------------- tables
+    def agreement(self, row: int = 0) -> Any:
+        """Which proxy explains which measurement, per point (batch row ``row``).
 
-        Columns: batch, point, path_layer, position, token, sensitivity, stderr, paths,
-        bound (constant × paths), spearman, kendall.
+        Returns:
+            ``pandas.DataFrame``, one row per (point, proxy, measure) with columns:
+            point, path_layer, proxy, measure, spearman, kendall, proxy_first (the proxy's
+            share on the first token), measured_first, and for ``certified`` against
+            ``frozen``: holds (share of positions where the bound holds: against spectral
+            measurements directly, against Frobenius ones the necessary ‖J‖_F/√d ≤ bound,
+            three standard errors allowed for Hutchinson), slack_median and slack_max
+            (bound / measured over positions with a non-zero measurement; against
+            Frobenius measurements these understate the slack on ‖J‖₂).
+        """
+        import pandas as pd
+
+        records = []
+        for k, point in enumerate(self.points):
+            for p, method in enumerate(self.proxy_methods):
+                proxy = self.proxies[p, row, k]
+                for which in self.measures:
+                    measured = self.measure(which)[row, k]
+                    record: dict[str, Any] = {
+                        "point": point,
+                        "path_layer": self.path_layers[k],
+                        "proxy": method,
+                        "measure": which,
+                        "spearman": float(spearman(measured, proxy)),
+                        "kendall": float(kendall(measured, proxy)),
+                        "proxy_first": _first_share(proxy),
+                        "measured_first": _first_share(measured),
+                    }
+                    if method == "certified" and which == "frozen":
+                        record.update(self._certificate(proxy, row, k))
+                    records.append(record)
+        return pd.DataFrame(records)
+
+    def _certificate(self, bound: Tensor, row: int, k: int) -> dict[str, float]:
+        frozen = self.measure("frozen")[row, k]
+        stderr = self.frozen_stderr[row, k] if self.frozen_stderr is not None else 0 * frozen
+        lower = (frozen - 3 * stderr).clamp_min(0)
+        if self.norm == "fro":
+            lower = lower / math.sqrt(max(self.d_model, 1))
+        holds = bound >= lower * (1 - 1e-9)
+        positive = frozen > 0
+        slack = bound[positive] / frozen[positive]
+        return {
+            "holds": float(holds.double().mean()),
+            "slack_median": float(slack.median()) if slack.numel() else math.nan,
+            "slack_max": float(slack.max()) if slack.numel() else math.nan,
+        }
+
+    def to_dataframe(self) -> Any:
+        """Long table: one row per (batch, point, position), every measure and proxy.
+
+        Columns: batch, point, path_layer, position, token, sensitivity, stderr, then
+        frozen / scores (with their stderr) when measured, then one column per proxy.
         """
         import pandas as pd
 
@@ -121,39 +266,27 @@ class FlowResult(Result):
         for b in range(batch):
             for k in range(n_points):
                 for i in range(n_pos):
-                    rows.append(
-                        {
-                            "batch": b,
-                            "point": self.points[k],
-                            "path_layer": self.path_layers[k],
-                            "position": i,
-                            "token": self.str_tokens[i] if b == 0 and self.str_tokens else None,
-                            "sensitivity": float(self.sensitivity[b, k, i]),
-                            "stderr": float(self.sensitivity_stderr[b, k, i]),
-                            "paths": float(self.paths[b, k, i]),
-                            "bound": float(self.constant[k] * self.paths[b, k, i]),
-                            "spearman": float(self.spearman[b, k]),
-                            "kendall": float(self.kendall[b, k]),
-                        }
-                    )
+                    row: dict[str, Any] = {
+                        "batch": b,
+                        "point": self.points[k],
+                        "path_layer": self.path_layers[k],
+                        "position": i,
+                        "token": self.str_tokens[i] if b == 0 and self.str_tokens else None,
+                        "sensitivity": float(self.sensitivity[b, k, i]),
+                        "stderr": float(self.sensitivity_stderr[b, k, i]),
+                    }
+                    for which in self.measures[1:]:
+                        row[which] = float(self.measure(which)[b, k, i])
+                        err = getattr(self, f"{which}_stderr")
+                        row[f"{which}_stderr"] = float(err[b, k, i])
+                    for p, method in enumerate(self.proxy_methods):
+                        row[method] = float(self.proxies[p, b, k, i])
+                    rows.append(row)
         return pd.DataFrame(rows)
-
-    def agreement(self) -> Any:
-        """Per point: Spearman and Kendall rank agreement (batch row 0)."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "point": self.points,
-                "path_layer": self.path_layers,
-                "spearman": self.spearman[0].tolist(),
-                "kendall": self.kendall[0].tolist(),
-            }
-        )
 
     # ---------------------------------------------------------------- figures
     def plot_profile(self, ax: Any = None, *, point: int | str | None = None, row: int = 0) -> Any:
-        """Sensitivity and path weight over positions (each scaled to sum 1), log scale."""
+        """Measurements and proxies over positions (each scaled to sum 1), log scale."""
         import matplotlib.pyplot as plt
 
         from ..render._style import log_axes, style
@@ -163,24 +296,25 @@ class FlowResult(Result):
                 _, ax = plt.subplots(figsize=(7, 3.5))
             k = self.point_index(point)
             x = range(self.sensitivity.shape[-1])
-            for values, label in (
-                (self.sensitivity, "sensitivity"),
-                (self.paths, self.path_method),
-            ):
-                row_values = values[row, k]
-                ax.plot(x, (row_values / row_values.sum()).numpy(), label=label)
+            for which in self.measures:
+                values = self.measure(which)[row, k]
+                style_kw = {"linewidth": 2.2} if which == "full" else {"linewidth": 1.6}
+                ax.plot(x, _shares(values).numpy(), label=f"measured: {which}", **style_kw)
+            for p, method in enumerate(self.proxy_methods):
+                values = self.proxies[p, row, k]
+                ax.plot(x, _shares(values).numpy(), linestyle="--", label=f"proxy: {method}")
             log_axes(ax)
             ax.set_xlabel("input position i")
             ax.set_ylabel("share of the total")
             ax.set_title(
-                f"{_short(self.points[k])}: ρ = {float(self.spearman[row, k]):.2f}, "
-                f"τ = {float(self.kendall[row, k]):.2f}"
+                f"{_short(self.points[k])}: ρ({self.path_method}, full) = "
+                f"{float(self.spearman[row, k]):.2f}"
             )
-            ax.legend()
+            ax.legend(fontsize="small")
             return ax
 
     def plot_heatmap(self, axes: Any = None, *, row: int = 0) -> Any:
-        """Two layer × position heatmaps (log10): sensitivity and path weights."""
+        """Layer × position heatmaps (log10): full sensitivity and the first proxy."""
         import matplotlib.pyplot as plt
 
         from ..render._style import style
@@ -191,7 +325,7 @@ class FlowResult(Result):
             tiny = torch.finfo(torch.float64).tiny
             for ax, values, title in (
                 (axes[0], self.sensitivity[row], "log10 sensitivity"),
-                (axes[1], self.paths[row], f"log10 {self.path_method} paths"),
+                (axes[1], self.paths[row], f"log10 {self.path_method}"),
             ):
                 image = ax.imshow(values.clamp_min(tiny).log10().numpy(), aspect="auto")
                 ax.set_yticks(range(len(self.points)), [_short(p) for p in self.points])
@@ -202,8 +336,29 @@ class FlowResult(Result):
                 ax.grid(False)  # no grid over an image
             return axes
 
+    def plot_agreement(self, ax: Any = None, *, measure: str = "full", row: int = 0) -> Any:
+        """Spearman ρ of every proxy against one measurement, by depth."""
+        import matplotlib.pyplot as plt
+
+        from ..render._style import style
+
+        with style():
+            if ax is None:
+                _, ax = plt.subplots(figsize=(7, 3.5))
+            measured = self.measure(measure)[row]
+            for p, method in enumerate(self.proxy_methods):
+                rho = spearman(measured, self.proxies[p, row])
+                ax.plot(range(len(self.points)), rho.numpy(), marker="o", label=method)
+            ax.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+            ax.set_xticks(range(len(self.points)), [_short(p) for p in self.points], rotation=90)
+            ax.set_ylim(-1.05, 1.05)
+            ax.set_ylabel(f"Spearman ρ vs {measure} sensitivity")
+            ax.set_title("which proxy ranks the positions like the measurement")
+            ax.legend(fontsize="small")
+            return ax
+
     def plot_scatter(self, ax: Any = None, *, point: int | str | None = None, row: int = 0) -> Any:
-        """Bound (constant × paths) against measured sensitivity, log-log, one dot per position."""
+        """The first proxy against measured sensitivity, log-log, one dot per position."""
         import matplotlib.pyplot as plt
 
         from ..render._style import log_axes, style
@@ -212,19 +367,18 @@ class FlowResult(Result):
             if ax is None:
                 _, ax = plt.subplots(figsize=(4.5, 4.5))
             k = self.point_index(point)
-            bound = (self.constant[k] * self.paths[row, k]).numpy()
+            proxy = self.paths[row, k].numpy()
             measured = self.sensitivity[row, k].numpy()
-            colours = range(len(measured))
-            dots = ax.scatter(bound, measured, c=colours, cmap="viridis", s=12)
+            dots = ax.scatter(proxy, measured, c=range(len(measured)), cmap="viridis", s=12)
             ax.figure.colorbar(dots, ax=ax, label="position")
             log_axes(ax, x=True, y=True)
-            ax.set_xlabel(f"{self.path_method} path weight × C")
+            ax.set_xlabel(f"{self.path_method}")
             ax.set_ylabel("measured sensitivity")
             ax.set_title(f"{_short(self.points[k])}: Spearman {float(self.spearman[row, k]):.2f}")
             return ax
 
     def plot(self, *, point: int | str | None = None) -> Any:
-        """Profile, heatmaps and scatter in one figure.
+        """Profiles, rank agreement by depth, heatmaps and scatter in one figure.
 
         Returns:
             The matplotlib Figure.
@@ -234,14 +388,25 @@ class FlowResult(Result):
         from ..render._style import style
 
         with style():
-            fig = plt.figure(figsize=(13, 7.5))
-            grid = fig.add_gridspec(2, 3)
+            fig = plt.figure(figsize=(13, 11))
+            grid = fig.add_gridspec(3, 3)
             self.plot_profile(fig.add_subplot(grid[0, :2]), point=point)
             self.plot_scatter(fig.add_subplot(grid[0, 2]), point=point)
-            self.plot_heatmap([fig.add_subplot(grid[1, :2]), fig.add_subplot(grid[1, 2])])
+            self.plot_agreement(fig.add_subplot(grid[1, :]))
+            self.plot_heatmap([fig.add_subplot(grid[2, :2]), fig.add_subplot(grid[2, 2])])
             fig.suptitle(self.provenance.model_name)
             fig.tight_layout()
             return fig
+
+
+def _proxy_rows(result: PathResult, points: tuple[str, ...], layers: list[int]) -> Values:
+    """A path result's values at each sensitivity point ``[batch, point, pos]``."""
+    if result.method == "certified":
+        bound = result.sensitivity_bound  # blocks, then y_n
+        rows = [bound[:, -1] if p == names.FINAL_NORM else bound[:, layer]
+                for p, layer in zip(points, layers, strict=True)]  # fmt: skip
+        return torch.stack(rows, dim=1).to(torch.float64)
+    return result.weights[:, layers].to(torch.float64)
 
 
 def _paired_layer(point: str, n_layers: int) -> int:
@@ -253,12 +418,31 @@ def _paired_layer(point: str, n_layers: int) -> int:
     raise ValueError(f"cannot pair sensitivity point {point!r} with a path layer")
 
 
-def _with_paths(sensitivity: Provenance, paths: Provenance) -> Provenance:
+def _stderr(result: SensitivityResult | None) -> Values:
+    assert result is not None
+    if result.stderr is None:
+        return torch.zeros_like(result.norms, dtype=torch.float64)
+    return result.stderr.to(torch.float64)
+
+
+def _d_model(result: SensitivityResult) -> int:
+    return int(result.provenance.extra.get("d_model", 0))
+
+
+def _replace_extra(provenance: Provenance, extra: dict[str, Any]) -> Provenance:
     from dataclasses import replace
 
-    extra = dict(sensitivity.extra)
-    extra["paths_provenance"] = paths.to_dict()
-    return replace(sensitivity, extra=extra)
+    return replace(provenance, extra=extra)
+
+
+def _shares(values: Tensor) -> Tensor:
+    total = values.sum()
+    return values / total if float(total) > 0 else values
+
+
+def _first_share(values: Tensor) -> float:
+    total = float(values.sum())
+    return float(values[0]) / total if total > 0 else math.nan
 
 
 def _short(hook: str) -> str:

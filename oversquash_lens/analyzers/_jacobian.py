@@ -349,3 +349,118 @@ def spectral_power(
                 break
         sigma[:, index] = previous.T
     return sigma
+
+
+def paired_vjp(vjp: VJP, batch: int) -> VJP:
+    """Full, frozen and score-path VJPs of a doubled batch, from one backward pass.
+
+    The graph's batch is two copies of the same input: rows ``[0, batch)`` computed with
+    full attention, rows ``[batch, 2·batch)`` with frozen attention. One cotangent ``c``
+    ``[chunk, batch, d_out]`` is sent to both copies; the rows of a transformer do not
+    mix, so the single backward pass gives ``cᵀJ_full`` and ``cᵀJ_frozen``, and their
+    difference ``cᵀ(J_full − J_frozen)``.
+
+    Returns:
+        ``vjp(c [chunk, batch, d_out]) -> [chunk, 3·batch, pos, d_in]``: full rows, then
+        frozen rows, then their difference.
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(2, 1, 1, requires_grad=True)
+        >>> out = x[:, 0] * torch.tensor([[3.0], [2.0]])  # "full" 3, "frozen" 2
+        >>> paired_vjp(graph_vjp(out, x), 1)(torch.ones(1, 1, 1)).flatten().tolist()
+        [3.0, 2.0, 1.0]
+    """
+
+    def split(cotangents: Tensor) -> Tensor:
+        grads = vjp(torch.cat([cotangents, cotangents], dim=1))
+        full, frozen = grads[:, :batch], grads[:, batch:]
+        return torch.cat([full, frozen, full - frozen], dim=1)
+
+    return split
+
+
+def split_part(vjp: VJP, jvp: JVP, batch: int, part: str) -> tuple[VJP, JVP]:
+    """The VJP and JVP of one part of a doubled batch: ``"full"``, ``"frozen"``, ``"scores"``.
+
+    ``"scores"`` is ``J_full − J_frozen``: the same vector goes into both copies and the
+    frozen copy's result is subtracted.
+
+    Example:
+        >>> import torch
+        >>> x = torch.ones(2, 1, 1, requires_grad=True)
+        >>> out = x[:, 0] * torch.tensor([[3.0], [2.0]])
+        >>> v, j = split_part(graph_vjp(out, x), graph_jvp(out, x), 1, "scores")
+        >>> v(torch.ones(1, 1, 1)).item(), j(torch.ones(1, 1, 1, 1)).item()
+        (1.0, 1.0)
+    """
+    if part not in ("full", "frozen", "scores"):
+        raise ValueError(f"part must be 'full', 'frozen' or 'scores', got {part!r}")
+
+    def spread(vectors: Tensor) -> Tensor:
+        zero = torch.zeros_like(vectors)
+        first = zero if part == "frozen" else vectors
+        second = zero if part == "full" else vectors
+        return torch.cat([first, second], dim=1)
+
+    def combine(out: Tensor) -> Tensor:
+        full, frozen = out[:, :batch], out[:, batch:]
+        return {"full": full, "frozen": frozen, "scores": full - frozen}[part]
+
+    return (lambda c: combine(vjp(spread(c)))), (lambda u: combine(jvp(spread(u))))
+
+
+def pointwise_spectral(
+    vjp: VJP,
+    jvp: JVP,
+    *,
+    like: Tensor,
+    generator: torch.Generator,
+    iterations: int = 100,
+    tol: float = 1e-6,
+    identity: bool = False,
+) -> PositionNorms:
+    """``‖J_i‖₂`` of a position-wise map at every position at once, by power iteration.
+
+    A position-wise map (a norm, an MLP) has a block-diagonal Jacobian: position i's
+    output depends on position i's input only. One JVP and one VJP with a tangent at
+    *every* position therefore advance the power iteration of every block together
+    (``tangents [1, batch, pos, d_in]``). With ``identity=True`` the norm is that of
+    ``I + J_i`` (a residual sub-block ``x + f(x)``). Estimates approach ``‖J_i‖₂`` from
+    below; iteration stops when every one changed by at most ``tol`` (relative).
+
+    Args:
+        vjp: ``[1, batch, pos, d_out] → [1, batch, pos, d_in]`` over the map's graph.
+        jvp: ``[1, batch, pos, d_in] → [1, batch, pos, d_out]``.
+        like: The input, ``[batch, pos, d_in]`` (dtype and device of tangents).
+        generator: Seeded CPU generator for the starting vectors.
+        iterations: Most power steps.
+        tol: Relative change that counts as converged.
+        identity: Measure ``‖I + J_i‖₂`` (needs ``d_in == d_out``).
+
+    Returns:
+        ``[batch, pos]`` float64.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(1, 3, 2, requires_grad=True)
+        >>> out = x * torch.tensor([3.0, -1.0])  # J_i = diag(3, -1) at every position
+        >>> sigma = pointwise_spectral(graph_vjp(out, x), graph_jvp(out, x), like=x,
+        ...                            generator=torch.Generator().manual_seed(0))
+        >>> [round(float(s), 6) for s in sigma[0]]
+        [3.0, 3.0, 3.0]
+    """
+    start = torch.randn(like.shape, generator=generator, dtype=torch.float64)
+    u = (start / torch.linalg.vector_norm(start, dim=-1, keepdim=True)).to(like)
+    previous = torch.zeros(like.shape[:-1], dtype=torch.float64)
+    estimate = previous
+    for _ in range(iterations):
+        w = jvp(u[None])[0] + (u if identity else 0)
+        estimate = torch.linalg.vector_norm(w, dim=-1, dtype=torch.float64).cpu()
+        back = vjp(w[None])[0] + (w if identity else 0)
+        length = torch.linalg.vector_norm(back, dim=-1, keepdim=True)
+        u = torch.where(length > 0, back / torch.where(length > 0, length, 1), u)
+        if bool(((estimate - previous).abs() <= tol * estimate).all()):
+            break
+        previous = estimate
+    return estimate

@@ -4,12 +4,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from jaxtyping import Float64
+from torch import Tensor
 
 from .._types import HeadPathWeights, HeadScale, LayerPathWeights, LayerValues, PathWeights, Tokens
 from ..results import Provenance, Result
-from ._path_math import METHODS, path_summary
+from ._path_math import path_summary
 
-HEAD_SPECS = ("mean", "max", "each", "weighted")
+PATH_METHODS = ("bound", "rollout", "context", "value", "flow", "certified")
+HEAD_SPECS = ("mean", "max", "each", "weighted", "sum")
 
 
 @dataclass
@@ -25,9 +28,11 @@ class PathResult(Result):
         weights: ``[batch, layer, pos]`` float64 path weights.
         uniform: ``[layer, pos]`` float64: the same method's weights when every head
             attends uniformly over the causal prefix (Λ_ij = 1/i), same n and layers.
-        method: ``"bound"``, ``"rollout"`` or ``"context"``.
+        method: ``"bound"``, ``"rollout"``, ``"context"``, ``"value"``, ``"flow"`` or
+            ``"certified"``.
         heads: How heads were combined: ``"mean"``, ``"max"``, ``"each"`` (mean, plus
-            per-head rows in ``head_weights``) or ``"weighted"`` (``head_scale``).
+            per-head rows in ``head_weights``), ``"weighted"`` (``head_scale``) or
+            ``"sum"`` (value and certified: every head's own term, summed).
         provenance: Where the numbers came from.
         head_weights: ``[batch, layer, head, pos]`` with ``heads="each"``: the last row of
             Ā_h(ℓ)·P_{ℓ−1}, head h's own layer on top of the head-mean product P below.
@@ -41,6 +46,11 @@ class PathResult(Result):
         sigma_psi: σ_ψ (``bound``).
         tokens: Token ids ``[batch, pos]`` of the run, if known.
         str_tokens: Token strings of batch row 0.
+        final_factor: ``[batch]`` float64, ``certified`` only: the final norm's
+            ‖J_final(v_n(L))‖₂, the factor from the last block's bound to y_n's.
+
+    For ``certified``, ``weights[b, ℓ, i]`` is already the bound on
+    ‖∂v_n(ℓ+1)/∂v_i(0)‖₂ (spectral norm, frozen attention), not a path weight.
 
     Example:
         >>> import oversquash_lens as osl
@@ -66,10 +76,13 @@ class PathResult(Result):
     sigma_psi: float = 1.0
     tokens: Tokens | None = None
     str_tokens: tuple[str, ...] = ()
+    final_factor: Float64[Tensor, " batch"] | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in PATH_METHODS:
+            raise ValueError(f"method must be one of {PATH_METHODS}, got {self.method!r}")
+        if (self.method == "certified") != (self.final_factor is not None):
+            raise ValueError("final_factor is given exactly when method == 'certified'")
         if self.heads not in HEAD_SPECS:
             raise ValueError(f"heads must be one of {HEAD_SPECS}, got {self.heads!r}")
         if self.weights.ndim != 3 or self.uniform.shape != self.weights.shape[1:]:
@@ -104,14 +117,23 @@ class PathResult(Result):
 
     @property
     def sensitivity_bound(self) -> PathWeights:
-        """Thm 5.1's bound on ‖∂y_n/∂v_i(0)‖ after each layer: ``constant[ℓ]·weights``.
+        """The bound on the sensitivity of each layer's last-token output.
+
+        ``bound``: Thm 5.1's ``constant[ℓ]·weights`` (``[batch, layer, pos]``; a bound only
+        when the β and σ_ψ given hold for the model). ``certified``: ``[batch, layer + 1,
+        pos]``, block ℓ's output for ℓ < L, then y_n; a true bound on the spectral norm of
+        the frozen-attention Jacobian.
 
         Raises:
-            ValueError: Unless ``method == "bound"``.
+            ValueError: For the other methods (they are proxies, not bounds).
         """
+        if self.final_factor is not None:
+            final = self.weights[:, -1:] * self.final_factor[:, None, None]
+            return torch.cat([self.weights, final], dim=1)
         if self.constant is None:
             raise ValueError(
-                f"the sensitivity bound needs method='bound', this result used {self.method!r}"
+                "the sensitivity bound needs method='bound' or 'certified', this result "
+                f"used {self.method!r}"
             )
         return self.weights * self.constant[None, :, None]
 

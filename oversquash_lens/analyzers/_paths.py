@@ -7,6 +7,7 @@ P per layer (plus one row per head with ``heads="each"``), so memory is O(n²) p
 row at any time: never the L×H×n×n stack of all patterns.
 """
 
+import dataclasses
 import math
 import weakref
 from collections.abc import Callable, Sequence
@@ -15,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .. import _hooknames as hooknames
+from .._checks import require_int
 from .._errors import IncompatibleRunError, UnsupportedArchitectureError
 from .._types import Pattern
 from ._base import Analyzer, RunRecord
+from ._certified import MLP_BOUNDS, CertifiedStream
 from ._path_math import (
     HEAD_REDUCTIONS,
     PathProduct,
@@ -28,11 +32,14 @@ from ._path_math import (
     transition_coefficients,
     uniform_path_weights,
 )
-from ._path_result import PathResult
+from ._path_result import PATH_METHODS, PathResult
+from ._proxies import FLOW_BUDGET, ValueStream, attention_flow, check_flow_budget
 
 if TYPE_CHECKING:
     from .._adapter import ModelAdapter, Prompt
 
+# Methods that combine the heads themselves (the ``heads`` option is for the others).
+OWN_HEADS = ("value", "flow", "certified")
 # What ``keep`` stores instead of rows when a pattern cannot extend the product.
 _CACHED_STEP, _OUT_OF_ORDER = 1.0, 2.0
 HeadSpec = str | Tensor | Sequence[float] | Sequence[Sequence[float]]
@@ -47,7 +54,16 @@ class AttentionPaths(Analyzer):
     - ``method="bound"``: Ā = Λ/β1 + I, the path sum of Thm 5.1 (its constant C is
       reported apart, in ``PathResult.constant``);
     - ``method="rollout"``: Ā = ½(Λ + I), attention rollout (Abnar & Zuidema 2020);
-    - ``method="context"``: Ā = Λ, cumulative context without the residual (Wu et al.).
+    - ``method="context"``: Ā = Λ, cumulative context without the residual (Wu et al.);
+    - ``method="value"``: value-weighted rollout: each head's attention weight times the
+      norm of what the key position writes, the residual weighted by its norm, rows
+      renormalised (see ``_proxies``);
+    - ``method="flow"``: attention flow, the max-flow through the layered rollout graph
+      (Abnar & Zuidema 2020; budgeted by ``flow_budget``);
+    - ``method="certified"``: a true upper bound on ‖∂v_n(ℓ+1)/∂v_i(0)‖₂ of the
+      frozen-attention Jacobian, with every constant measured on the run and heads summed
+      (see ``_certified`` and ``docs/theory.md``); ``PathResult.sensitivity_bound`` adds a
+      row for y_n. Architectures it cannot certify are refused, naming the component.
 
     Heads are reduced first: ``"mean"`` (row-stochastic), ``"max"`` (element-wise, rows may
     sum above 1), per-head weights (``[n_heads]`` or ``[n_layers, n_heads]``:
@@ -67,6 +83,14 @@ class AttentionPaths(Analyzer):
         beta2: β2, the second norm's constant (a number or one per layer; ``bound`` only).
         beta3: β3, the final norm's constant (``bound`` only).
         sigma_psi: σ_ψ, the MLPs' Lipschitz constant (``bound`` only).
+        iterations: Power-iteration steps at most for the measured norms (``certified``).
+        tol: Their relative convergence tolerance (``certified``).
+        seed: Seed of the power-iteration starting vectors (``certified``).
+        flow_budget: Most max-flow work for ``flow`` (flows × edges).
+        mlp: How ``certified`` bounds ‖I + J_MLP‖: ``"lipschitz"`` (closed form from the
+            weights' spectral norms and the activation's slope at each position: fast,
+            looser) or ``"power"`` (power iteration on the MLP itself: tight, ~10-70×
+            slower).
 
     Example:
         >>> import oversquash_lens as osl
@@ -89,9 +113,27 @@ class AttentionPaths(Analyzer):
         beta2: Beta = 1.0,
         beta3: float = 1.0,
         sigma_psi: float = 1.0,
+        iterations: int = 100,
+        tol: float = 1e-6,
+        seed: int = 0,
+        flow_budget: int = FLOW_BUDGET,
+        mlp: str = "lipschitz",
     ) -> None:
-        transition_coefficients(method)  # validates the name
+        if method not in PATH_METHODS:
+            raise ValueError(f"unknown path method {method!r}: choose one of {PATH_METHODS}")
+        if method in OWN_HEADS and heads != "mean":
+            raise ValueError(
+                f"heads applies to bound, rollout and context; {method} sums (value, "
+                "certified) or averages (flow) the heads itself: leave heads='mean'"
+            )
         self.method = method
+        self.iterations = require_int("iterations", iterations, minimum=1)
+        self.tol, self.seed = float(tol), require_int("seed", seed)
+        self.flow_budget = require_int("flow_budget", flow_budget, minimum=1)
+        if mlp not in MLP_BOUNDS:
+            raise ValueError(f"mlp must be one of {MLP_BOUNDS}, got {mlp!r}")
+        self.mlp = mlp
+        self._stream: CertifiedStream | ValueStream | None = None
         self.head_scale: Tensor | None = None
         if isinstance(heads, str):
             if heads not in HEAD_REDUCTIONS:
@@ -152,25 +194,42 @@ class AttentionPaths(Analyzer):
             UnsupportedArchitectureError: For a model whose attention is bidirectional
                 (the path product assumes causal, lower-triangular attention).
         """
-        super().bind(adapter)
         if not adapter.is_causal:
             raise UnsupportedArchitectureError(
                 f"{adapter.info.name} attends bidirectionally: the attention-path analysis "
                 "follows causal paths (lower-triangular attention, Thm 5.1) and does not "
                 "apply; measure osl.sensitivity instead"
             )
+        if self.method == "certified":
+            self._stream = CertifiedStream(
+                adapter, iterations=self.iterations, tol=self.tol, seed=self.seed, mlp=self.mlp
+            )
+        elif self.method == "value":
+            self._stream = ValueStream(adapter.model.W_O, adapter.n_heads)
+        super().bind(adapter)
         self._per_layer(self.beta1, "beta1", adapter.n_layers)
         self._per_layer(self.beta2, "beta2", adapter.n_layers)
         self._scale(adapter.n_layers, adapter.n_heads)
 
     def hook_names(self, adapter: "ModelAdapter") -> list[str]:
-        """Every layer's attention pattern, in layer order."""
-        names = [adapter.pattern(layer) for layer in range(adapter.n_layers)]
-        self._layer_of = {name: layer for layer, name in enumerate(names)}
-        return names
+        """Every layer's attention pattern, in layer order (and what value/certified read)."""
+        patterns = [adapter.pattern(layer) for layer in range(adapter.n_layers)]
+        self._layer_of = {name: layer for layer, name in enumerate(patterns)}
+        if self.method == "certified":
+            stream = self._stream
+            if not isinstance(stream, CertifiedStream):  # before bind: the standard points
+                stream = CertifiedStream(adapter, mlp=self.mlp)
+            return stream.hook_names()
+        if self.method == "value":
+            return [
+                name
+                for layer in range(adapter.n_layers)
+                for name in (adapter.resid_pre(layer), hooknames.v(layer), patterns[layer])
+            ]
+        return patterns
 
     # ------------------------------------------------------------------ streaming
-    def keep(self, name: str, activation: Pattern) -> Tensor:
+    def keep(self, name: str, activation: Tensor) -> Tensor:
         """Extend the running product by this layer; keep its last row(s).
 
         Returns:
@@ -181,9 +240,30 @@ class AttentionPaths(Analyzer):
         last_name, last_activation, last_rows = self._last
         if name == last_name and last_activation() is activation:
             return last_rows  # the same object attached twice: this layer is already in P
-        rows = self._extend(name, activation)
+        rows = self._route(name, activation)
         self._last = (name, weakref.ref(activation), rows)
         return rows
+
+    def _route(self, name: str, activation: Tensor) -> Tensor:
+        stream = self._stream
+        if isinstance(stream, CertifiedStream):
+            return stream.see(name, activation)
+        layer = self._layer_of.get(name)
+        if isinstance(stream, ValueStream):
+            if layer is not None:
+                return stream.pattern(activation)
+            index = int(name.split(".")[1])
+            if name.endswith("hook_resid_pre"):
+                stream.residual(index, activation.detach())
+            else:
+                stream.values(index, activation.detach())
+            return torch.empty(0)
+        if self.method == "flow":  # keep every layer's rollout transition for the max-flow
+            if activation.shape[-1] != activation.shape[-2]:
+                return torch.tensor([_CACHED_STEP], dtype=torch.float64)
+            transition = to_transition_(reduce_heads(activation, "mean"), 0.5, 0.5)
+            return transition.cpu()[:, None]
+        return self._extend(name, activation)
 
     def _extend(self, name: str, activation: Pattern) -> Tensor:
         layer, n_layers = self._layer_of[name], len(self._layer_of)
@@ -218,6 +298,11 @@ class AttentionPaths(Analyzer):
     # ------------------------------------------------------------------ results
     def check_run(self, run: RunRecord) -> None:
         """Refuse runs whose patterns did not all fire, or could not be chained."""
+        if isinstance(self._stream, CertifiedStream) and self._stream.refusal is not None:
+            refusal, self._stream.refusal = self._stream.refusal, None
+            raise UnsupportedArchitectureError(
+                f"{self.name} (certified) refuses run {run.index}: {refusal}"
+            )
         fired = [n for n in run.hook_names if n in run.activations]
         if fired and len(fired) < len(run.hook_names):
             missing = [self._layer_of.get(n, n) for n in run.hook_names if n not in fired]
@@ -228,7 +313,11 @@ class AttentionPaths(Analyzer):
                 "forward pass"
             )
         super().check_run(run)  # nothing fired: says to use eager attention
-        codes = {float(t[0]) for t in run.activations.values() if t.ndim == 1}
+        codes = {
+            float(run.activations[n][0])
+            for n in self._layer_of
+            if n in run.activations and run.activations[n].ndim == 1 and run.activations[n].numel()
+        }
         if _CACHED_STEP in codes:
             raise IncompatibleRunError(
                 f"{self.name} cannot use run {run.index}: its attention patterns have fewer "
@@ -246,6 +335,8 @@ class AttentionPaths(Analyzer):
         """The PathResult of one run, from the kept rows."""
         self.check_run(run)
         assert run.provenance is not None
+        if self.method in OWN_HEADS:
+            return self._proxy_result(run)
         n_layers = len(run.hook_names)
         kept = torch.stack([run.activations[n] for n in run.hook_names], dim=1)
         beta1 = self._per_layer(self.beta1, "beta1", n_layers)
@@ -276,6 +367,37 @@ class AttentionPaths(Analyzer):
             str_tokens=tuple(run.str_tokens),
         )
 
+    def _proxy_result(self, run: RunRecord) -> PathResult:
+        """The result of ``value``, ``flow`` or ``certified`` from the kept rows."""
+        assert run.provenance is not None
+        patterns = list(self._layer_of)
+        final = None
+        if self.method == "certified":
+            points = [hooknames.resid_post(layer) for layer in range(len(patterns))]
+            weights = torch.cat([run.activations[p] for p in points], dim=1)
+            final = run.activations[hooknames.FINAL_NORM].to(torch.float64)
+        elif self.method == "value":
+            weights = torch.cat([run.activations[p] for p in patterns], dim=1)
+        else:
+            transitions = torch.cat([run.activations[p] for p in patterns], dim=1)
+            weights = torch.stack([attention_flow(row, self.flow_budget) for row in transitions])
+        n_layers, n = weights.shape[1], weights.shape[2]
+        extra = {"iterations": self.iterations, "tol": self.tol} if final is not None else {}
+        return PathResult(
+            weights=weights.contiguous(),
+            uniform=uniform_path_weights(n, [(0.5, 0.5)] * n_layers),
+            method=self.method,
+            heads="sum" if self.method != "flow" else "mean",
+            provenance=dataclasses.replace(
+                run.provenance,
+                seed=self.seed if final is not None else None,
+                extra={**run.provenance.extra, **extra},
+            ),
+            final_factor=final,
+            tokens=run.tokens,
+            str_tokens=tuple(run.str_tokens),
+        )
+
 
 def attention_paths(
     model: Any,
@@ -287,6 +409,11 @@ def attention_paths(
     beta2: Beta = 1.0,
     beta3: float = 1.0,
     sigma_psi: float = 1.0,
+    iterations: int = 100,
+    tol: float = 1e-6,
+    seed: int = 0,
+    flow_budget: int = FLOW_BUDGET,
+    mlp: str = "lipschitz",
     prepend_bos: bool | None = None,
 ) -> PathResult:
     """Attention-path weights from every position to the last token, for one prompt.
@@ -297,12 +424,19 @@ def attention_paths(
     Args:
         model: HookedTransformer or TransformerBridge.
         prompt: Text, or token ids ``[pos]`` / ``[batch, pos]`` (rows are kept apart).
-        method: ``"bound"``, ``"rollout"`` or ``"context"``.
-        heads: ``"mean"``, ``"max"``, ``"each"``, or head weights.
+        method: ``"bound"``, ``"rollout"``, ``"context"``, ``"value"``, ``"flow"`` or
+            ``"certified"``.
+        heads: ``"mean"``, ``"max"``, ``"each"``, or head weights (bound, rollout,
+            context).
         beta1: β1 (number or per layer; ``bound``).
         beta2: β2 (number or per layer; ``bound``).
         beta3: β3 (``bound``).
         sigma_psi: σ_ψ (``bound``).
+        iterations: Power-iteration steps at most (``certified``).
+        tol: Power-iteration tolerance (``certified``).
+        seed: Power-iteration seed (``certified``).
+        flow_budget: Most max-flow work (``flow``).
+        mlp: ``"lipschitz"`` or ``"power"`` MLP constants (``certified``).
         prepend_bos: Override the model's BOS default for text prompts.
 
     Returns:
@@ -320,8 +454,20 @@ def attention_paths(
 
     tokens = ModelAdapter(model).to_tokens(prompt, prepend_bos=prepend_bos)
     analyzer = AttentionPaths(
-        method=method, heads=heads, beta1=beta1, beta2=beta2, beta3=beta3, sigma_psi=sigma_psi
+        method=method,
+        heads=heads,
+        beta1=beta1,
+        beta2=beta2,
+        beta3=beta3,
+        sigma_psi=sigma_psi,
+        iterations=iterations,
+        tol=tol,
+        seed=seed,
+        flow_budget=flow_budget,
+        mlp=mlp,
     )
+    if method == "flow":  # fail before the pass, not after it
+        check_flow_budget(tokens.shape[-1], ModelAdapter(model).n_layers, flow_budget)
     with attach(model, analyzer) as rec, torch.no_grad():
         model(tokens, return_type=None)
     result = rec.result(analyzer)

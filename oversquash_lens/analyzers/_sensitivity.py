@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from .._checks import require_int, require_position
-from .._errors import IncompatibleRunError
-from .._hooknames import EMBED, FINAL_NORM, resid_post, resid_pre
+from .._errors import IncompatibleRunError, PatternsUnavailableError
+from .._hooknames import EMBED, FINAL_NORM, pattern, resid_post, resid_pre
+from .._probes import ignored_pattern_layers
 from . import _jacobian as jac
 from ._base import Analyzer, RunRecord
 from ._sensitivity_result import METHODS, NORMS, SensitivityResult
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .._adapter import ModelAdapter
 
 WRT = {"resid_pre0": resid_pre(0), "embed": EMBED}
+ATTENTION = ("full", "frozen", "split")
 _FREED = "__sensitivity_graph_freed__"  # marks a run whose graph compute() released
 
 # Cotangents per batched backward pass (one vmapped backward, is_grads_batched): as many
@@ -79,6 +81,15 @@ class Sensitivity(Analyzer):
             estimate); None: 1 GiB on CPU, half the free memory on CUDA.
         iterations: Maximum power-iteration steps.
         tol: Power-iteration convergence tolerance (relative change of σ per step).
+        attention: ``"full"`` differentiates through everything the model computes;
+            ``"frozen"`` holds every attention pattern constant (each layer's
+            ``hook_pattern`` is detached), so only the value path is differentiated:
+            the setting of Thm 5.1, whose input-independent attention this is. Needs
+            patterns that fire (eager attention, switched on for the run) and that the
+            model actually uses (checked by a probe pass). ``"split"`` is for runs whose
+            batch is two copies of the same tokens: the first copy full, the second
+            frozen; the result holds full, frozen and their difference (the part that
+            flows through the attention scores), see :func:`split_result`.
 
     Example:
         >>> import oversquash_lens as osl
@@ -106,7 +117,10 @@ class Sensitivity(Analyzer):
         memory_budget: int | None = None,
         iterations: int = 100,
         tol: float = 1e-6,
+        attention: str = "full",
     ) -> None:
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if norm not in NORMS:
@@ -139,6 +153,7 @@ class Sensitivity(Analyzer):
         self.wrt, self.position, self.seed = wrt, position, seed
         self.chunk_size, self.memory_budget = chunk_size, memory_budget
         self.iterations, self.tol = iterations, tol
+        self.attention = attention
 
     # ------------------------------------------------------------------ wiring
     def output_points(self, n_layers: int) -> list[str]:
@@ -173,7 +188,13 @@ class Sensitivity(Analyzer):
         return points
 
     def bind(self, adapter: "ModelAdapter") -> None:
-        """Check the hooks exist and that gradients can flow through the weights."""
+        """Check the hooks exist and that gradients can flow through the weights.
+
+        Raises:
+            IncompatibleRunError: For inference-tensor weights.
+            PatternsUnavailableError: For ``attention="frozen"`` on a model whose attention
+                does not use the pattern a hook returns (it could not be frozen).
+        """
         super().bind(adapter)
         if any(p.is_inference() for p in adapter.model.parameters()):
             raise IncompatibleRunError(
@@ -181,23 +202,43 @@ class Sensitivity(Analyzer):
                 "(created under torch.inference_mode()), through which autograd cannot run; "
                 "load the model outside inference_mode()"
             )
+        if self.attention != "full":
+            with adapter.eager_attention():
+                ignored = ignored_pattern_layers(adapter.model)
+            if ignored:
+                raise PatternsUnavailableError(
+                    f"attention='frozen' cannot hold {adapter.info.name}'s attention fixed: "
+                    f"in layers {list(ignored)} its attention does not use the pattern that "
+                    "hook_pattern returns (it is computed apart from the hook), so detaching "
+                    "it would change nothing. Use attention='full', or load the model as a "
+                    "HookedTransformer"
+                )
 
     def hook_names(self, adapter: "ModelAdapter") -> list[str]:
-        """The input point x, then the output points."""
-        return [WRT[self.wrt], *self.output_points(adapter.n_layers)]
+        """The input point x, the output points, and (frozen) every layer's pattern."""
+        names = [WRT[self.wrt], *self.output_points(adapter.n_layers)]
+        if self.attention != "full":
+            names += [pattern(layer) for layer in range(adapter.n_layers)]
+        return names
 
     def edit_hooks(self, adapter: "ModelAdapter") -> list[tuple[str, Any]]:
-        """Make x require grad (same tensor data) when autograd records and it does not."""
+        """Make x require grad (same tensor data); detach the patterns when frozen."""
 
         def make_differentiable(activation: Tensor, hook: Any) -> Tensor | None:
             if torch.is_grad_enabled() and not activation.requires_grad:
                 return activation.detach().requires_grad_(True)
             return None
 
-        return [(WRT[self.wrt], make_differentiable)]
+        edits = [(WRT[self.wrt], make_differentiable)]
+        if self.attention != "full":
+            freeze = _freeze if self.attention == "frozen" else _freeze_second_half
+            edits += [(pattern(layer), freeze) for layer in range(adapter.n_layers)]
+        return edits
 
     def keep(self, name: str, activation: Tensor) -> Tensor:
         """The input tensor itself (graph attached); the measured position of each output."""
+        if name.endswith("hook_pattern"):
+            return torch.empty(0)  # only that it fired (the pattern was frozen) matters
         if name == WRT[self.wrt]:
             return activation if activation.requires_grad else torch.empty(0)
         require_position("position", self.position, activation.shape[1])
@@ -221,8 +262,10 @@ class Sensitivity(Analyzer):
             )
         self.check_run(run)
         wrt_hook = WRT[self.wrt]
-        points = [n for n in run.hook_names if n != wrt_hook]
+        points = [n for n in run.hook_names if n != wrt_hook and not n.endswith("hook_pattern")]
         x = run.activations[wrt_hook]
+        if self.attention == "split":
+            _check_split(run)
         if not x.requires_grad:
             raise IncompatibleRunError(
                 f"{self.name} cannot use run {run.index}: {wrt_hook} did not require grad "
@@ -247,10 +290,12 @@ class Sensitivity(Analyzer):
             raise IncompatibleRunError(f"run {run.index} has no provenance")
         stochastic = self.method != "exact"
         extra: dict[str, Any] = {**run.provenance.extra, "chunk_size": chunk}
+        extra["d_model"] = int(x.shape[-1])
         if self.method == "power":
             extra.update(iterations=self.iterations, tol=self.tol)
         kept_errors = [e for e in errors if e is not None]
         result = SensitivityResult(
+            attention=self.attention,
             norms=torch.stack(rows, dim=1),
             stderr=torch.stack(kept_errors, dim=1) if kept_errors else None,
             points=tuple(points),
@@ -261,7 +306,7 @@ class Sensitivity(Analyzer):
             wrt_hook=wrt_hook,
             position=self.position,
             seed=self.seed if stochastic else None,
-            tokens=run.tokens,
+            tokens=_split_tokens(run.tokens) if self.attention == "split" else run.tokens,
             str_tokens=tuple(run.str_tokens),
             provenance=dataclasses.replace(
                 run.provenance, seed=self.seed if stochastic else None, extra=extra
@@ -283,6 +328,10 @@ class Sensitivity(Analyzer):
             )
         vjp = jac.graph_vjp(h, x)
         generator = torch.Generator().manual_seed(_point_seed(self.seed, point))
+        if self.attention == "split":
+            if self.method == "power":
+                return self._split_power(h, x, generator, chunk)
+            vjp, batch, h = jac.paired_vjp(vjp, batch // 2), batch // 2, h[: batch // 2]
         if self.method == "exact" and self.norm == "fro":
             norms = jac.frobenius_exact(vjp, batch=batch, d_out=d_out, like=h, chunk_size=chunk)
             return norms.cpu(), None
@@ -306,10 +355,21 @@ class Sensitivity(Analyzer):
                 )
             blocks = jac.jacobian_blocks(vjp, batch=batch, d_out=d_out, like=h, chunk_size=chunk)
             return jac.spectral_from_blocks(blocks).cpu(), None
+        return self._power(vjp, lambda: jac.graph_jvp(h, x), batch, x, generator, chunk), None
+
+    def _power(
+        self,
+        vjp: jac.VJP,
+        make_jvp: Any,
+        batch: int,
+        x: Tensor,
+        generator: torch.Generator,
+        chunk: int,
+    ) -> Tensor:
         try:
             sigma = jac.spectral_power(
                 vjp,
-                jac.graph_jvp(h, x),
+                make_jvp(),
                 batch=batch,
                 pos=x.shape[1],
                 d_in=x.shape[2],
@@ -326,7 +386,86 @@ class Sensitivity(Analyzer):
                 "power iteration needs double backward through the model, which failed "
                 f"({exc}); use method='exact' (SVD of the exact blocks) or eager attention"
             ) from exc
-        return sigma.cpu(), None
+        return sigma.cpu()
+
+    def _split_power(
+        self, h: Tensor, x: Tensor, generator: torch.Generator, chunk: int
+    ) -> tuple[Tensor, None]:
+        """Spectral norms of the full, frozen and score-path Jacobians, one power run each."""
+        vjp, half = jac.graph_vjp(h, x), h.shape[0] // 2
+        jvp: list[jac.JVP] = []
+
+        def make_jvp(part: str) -> Any:
+            def make() -> jac.JVP:
+                if not jvp:
+                    jvp.append(jac.graph_jvp(h, x))
+                return jac.split_part(vjp, jvp[0], half, part)[1]
+
+            return make
+
+        parts = []
+        for part in ("full", "frozen", "scores"):
+            state = generator.get_state()
+            part_vjp = jac.split_part(vjp, vjp, half, part)[0]
+            sigma = self._power(part_vjp, make_jvp(part), half, x[:half], generator, chunk)
+            parts.append(sigma)
+            generator.set_state(state)  # the same starting vectors for every part
+        return torch.cat(parts), None
+
+
+def _freeze(activation: Tensor, hook: Any) -> Tensor:
+    """Hold a pattern constant: the same values, no gradient through the scores."""
+    return activation.detach()
+
+
+def _freeze_second_half(activation: Tensor, hook: Any) -> Tensor:
+    """Frozen attention for the second half of the batch only (``attention="split"``)."""
+    half = activation.shape[0] // 2
+    return torch.cat([activation[:half], activation[half:].detach()])
+
+
+def _check_split(run: RunRecord) -> None:
+    tokens = run.tokens
+    if tokens is None or tokens.shape[0] % 2 or not torch.equal(*tokens.chunk(2)):
+        raise IncompatibleRunError(
+            f"attention='split' needs a run whose batch is two copies of the same tokens "
+            f"(run {run.index} is not); use attention='full' or 'frozen' on other runs"
+        )
+
+
+def _split_tokens(tokens: Tensor | None) -> Tensor | None:
+    """The tokens of a split run, one copy per part (full, frozen, scores)."""
+    if tokens is None:
+        return None
+    first = tokens[: tokens.shape[0] // 2]
+    return torch.cat([first, first, first])
+
+
+def split_result(result: SensitivityResult) -> tuple[SensitivityResult, ...]:
+    """The full, frozen and score-path parts of an ``attention="split"`` result.
+
+    The score part is ``‖J_full − J_frozen‖``: the sensitivity that flows through the
+    attention scores (every path that passes a pattern's dependence on its input at
+    least once). Norms are not additive: ``full ≤ frozen + scores`` by the triangle
+    inequality.
+    """
+    if result.attention != "split":
+        raise ValueError(f"expected an attention='split' result, got {result.attention!r}")
+    batch = result.norms.shape[0] // 3
+    tokens = result.tokens[:batch] if result.tokens is not None else None
+    parts = []
+    for index, label in enumerate(("full", "frozen", "scores")):
+        rows = slice(index * batch, (index + 1) * batch)
+        parts.append(
+            dataclasses.replace(
+                result,
+                attention=label,
+                norms=result.norms[rows],
+                stderr=result.stderr[rows] if result.stderr is not None else None,
+                tokens=tokens,
+            )
+        )
+    return tuple(parts)
 
 
 def _point_seed(seed: int, point: str) -> int:

@@ -28,6 +28,7 @@ def sensitivity(
     memory_budget: int | None = None,
     iterations: int = 100,
     tol: float = 1e-6,
+    attention: str = "full",
     prepend_bos: bool | None = None,
 ) -> SensitivityResult:
     """Jacobian sensitivity of each layer's last-token output to every input token.
@@ -51,6 +52,8 @@ def sensitivity(
         memory_budget: Bytes for the batched backward passes (None: per device).
         iterations: Power-iteration steps at most.
         tol: Power-iteration tolerance.
+        attention: ``"full"`` or ``"frozen"`` (every attention pattern held constant: the
+            value path only, Thm 5.1's setting).
         prepend_bos: Override the model's BOS default for string prompts.
 
     Returns:
@@ -89,7 +92,12 @@ def sensitivity(
         memory_budget=memory_budget,
         iterations=iterations,
         tol=tol,
+        attention=attention,
     )
+    if attention == "split":
+        raise ValueError(
+            "attention='split' is for osl.trace (a doubled batch); pass 'full' or 'frozen'"
+        )
     tokens = ModelAdapter(model).to_tokens(prompt, prepend_bos=prepend_bos)
     with attach(model, analyzer) as rec, frozen_parameters(model), torch.enable_grad():
         model(tokens)

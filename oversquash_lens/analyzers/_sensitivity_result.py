@@ -10,6 +10,7 @@ from ..results import Provenance, Result
 
 METHODS = ("exact", "hutchinson", "power")
 NORMS = ("fro", "spectral")
+ATTENTIONS = ("full", "frozen", "scores", "split")
 
 
 @dataclass
@@ -37,6 +38,10 @@ class SensitivityResult(Result):
         str_tokens: Token strings of the first batch row.
         provenance: Where the numbers came from (``extra`` holds the chunk size and the
             power-iteration settings).
+        attention: ``"full"`` (through everything), ``"frozen"`` (attention patterns held
+            constant: the value path only), ``"scores"`` (``‖J_full − J_frozen‖``, the part
+            through the attention scores) or ``"split"`` (all three stacked along the
+            batch, see ``split_result``).
     """
 
     norms: SensitivityNorms
@@ -52,8 +57,11 @@ class SensitivityResult(Result):
     tokens: Tokens | None
     str_tokens: tuple[str, ...]
     provenance: Provenance
+    attention: str = "full"
 
     def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.norms.ndim != 3 or self.norms.shape[1] != len(self.points):
             raise ValueError(
                 f"norms must be [batch, {len(self.points)}, pos], got {tuple(self.norms.shape)}"
