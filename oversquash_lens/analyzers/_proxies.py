@@ -10,7 +10,8 @@ transition is
 with v^h_j the head's value at key j (``hook_v``, bias included), W_O^h its output map
 (no output bias: it does not depend on j), and x_i the residual stream entering the layer
 (``hook_resid_pre``) standing for the residual connection. Rows are renormalised to sum to
-one, and the product runs as rollout does.
+one (a row that is all zero, a position whose residual and values are exactly zero, stays
+zero), and the product runs as rollout does.
 
 **Attention flow** (Abnar & Zuidema 2020): the layered graph with a node per (layer,
 position), an edge from (ℓ, j) to (ℓ+1, i) of capacity Ā(ℓ)_ij — the rollout transition

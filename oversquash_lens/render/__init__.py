@@ -16,6 +16,7 @@ from ._components import collapse_pair as collapse_pair
 from ._components import colored_tokens as colored_tokens
 from ._components import colored_tokens_multi as colored_tokens_multi
 from ._components import flow_tokens as flow_tokens
+from ._components import proxy_tokens as proxy_tokens
 from ._page import Component as Component
 from ._page import Html as Html
 from ._page import Rendered as Rendered
@@ -41,6 +42,7 @@ __all__ = [
     "log_axes",
     "page",
     "precision_lines",
+    "proxy_tokens",
     "save_figure",
     "style",
 ]

@@ -140,6 +140,59 @@ def _str_tokens(strings: Sequence[str], n: int) -> list[str]:
     return [str(s) for s in strings] if len(strings) == n else [f"[{i}]" for i in range(n)]
 
 
+def proxy_tokens(
+    flow: FlowResult,
+    *,
+    point: int | str | None = None,
+    batch: int = 0,
+    title: str | None = None,
+) -> Rendered:
+    """One output point's measurements and every path proxy, per token, one row each.
+
+    Rows: the measured sensitivity with full attention, with attention frozen and through
+    the attention scores (those measured), then each proxy (bound, rollout, value, flow,
+    certified...). Each row is coloured from 0 to its own maximum, so rows with very
+    different scales (a certified bound, a share) compare by shape: which tokens each one
+    says survive.
+
+    Args:
+        flow: A :class:`~oversquash_lens.FlowResult`.
+        point: Output point (default y_n).
+        batch: Batch row.
+        title: Heading.
+
+    Returns:
+        A :class:`Rendered` view (``ColoredTokensMulti``).
+
+    Example:
+        >>> import oversquash_lens as osl
+        >>> from oversquash_lens import render
+        >>> flow = osl.trace(osl.load_model("tiny-llama"), "1 1 1 1", method="exact",
+        ...                  path_methods=["rollout", "value"])
+        >>> render.proxy_tokens(flow).parts[0].props["labels"]
+        ['measured: full', 'measured: frozen', 'measured: scores', 'proxy: rollout', 'proxy: value']
+    """
+    if not isinstance(flow, FlowResult):
+        raise TypeError(f"proxy_tokens takes a FlowResult, got {type(flow).__name__}")
+    k = flow.point_index(point)
+    rows = [flow.measure(which)[batch, k] for which in flow.measures]
+    rows += [flow.proxies[p, batch, k] for p in range(len(flow.proxy_methods))]
+    labels = [f"measured: {which}" for which in flow.measures]
+    labels += [f"proxy: {method}" for method in flow.proxy_methods]
+    values = torch.stack(rows)
+    n = int(values.shape[-1])
+    tokens = _str_tokens(flow.str_tokens if batch == 0 else (), n)
+    caption = (
+        f"{flow.provenance.model_name}, {_point_label(flow.points[k])}: the measured "
+        f"sensitivity ({flow.sensitivity_method}) and each path proxy, per input token; each "
+        "row coloured from 0 to its own maximum. Hover a token for every row's value."
+    )
+    return colored_tokens_multi(
+        tokens, values.T, labels, title=title or "Measured sensitivity and path proxies",
+        caption=caption,
+    )  # fmt: skip
+
+
 def flow_tokens(
     result: FlowResult | SensitivityResult | PathResult,
     *,

@@ -153,6 +153,8 @@ def views(kind: str, *args: Any) -> list[Any]:
             render.flow_tokens(flow, kind="sensitivity"),
             heading("Path weight per input token", 3),
             render.flow_tokens(flow, kind="paths"),
+            heading("Measurements and every path proxy at y_n, per input token", 3),
+            render.proxy_tokens(flow),
         ]
     model, tokens, n_layers = args
     layers = sorted({0, n_layers - 1})

@@ -289,6 +289,7 @@ def _trace_section(
     profiles = (("sensitivity", flow.sensitivity[0, y]), ("bound paths", flow.paths[0, y]))
     for what, values in profiles:
         rows.append({"what": what, **shares(values), "ρ": rho, "τ": tau})
+    proxies = proxy_rows(flow)
     section.summary = {
         "prompt": step.prompt,
         "n": n,
@@ -298,6 +299,7 @@ def _trace_section(
         "bound": rows[1],
         "spearman_by_point": flow.spearman[0].tolist(),
         "kendall_by_point": flow.kendall[0].tolist(),
+        "proxies_at_y_n": proxies,
     }
     import matplotlib.pyplot as plt
 
@@ -314,10 +316,48 @@ def _trace_section(
         ),
         _figure(fig, folder, step.key, f"Sensitivity and path profiles, {step.prompt}.", section),
         h.table(rows, FLOW_COLUMNS),
+        h.heading("Which proxy explains the measurement (y_n)", 3),
+        h.paragraph(
+            "Each path proxy against the measured sensitivity with full attention and with "
+            "attention frozen (the value path only: the setting of Thm 5.1). ρ, τ: rank "
+            "agreement over positions; first: the share on the first token. The certified "
+            "bound uses constants measured on this run and must hold at every position "
+            "(holds = 1; against these Frobenius estimates it is checked through "
+            "‖J‖₂ ≥ ‖J‖_F/√d); slack: bound / measured."
+        ),
+        h.table(proxies, PROXY_COLUMNS),
     ]
     section.parts += h.views("flow", flow)
     if step.prompt == "count_ones":
         section.parts += h.views("attention", model, tokens[:, : min(n, 32)], adapter.n_layers)
+
+
+PROXY_COLUMNS = [
+    "proxy", "ρ full", "ρ frozen", "τ full", "first", "measured first", "holds", "slack median",
+]  # fmt: skip
+
+
+def proxy_rows(flow: Any) -> list[dict[str, Any]]:
+    """One row per proxy at y_n: rank agreement with the full and frozen measurements."""
+    table = flow.agreement()
+    at = table[table.point == flow.points[flow.point_index()]]
+    rows = []
+    for method in flow.proxy_methods:
+        mine = at[at.proxy == method].set_index("measure")
+        row: dict[str, Any] = {
+            "proxy": method,
+            "ρ full": float(mine.loc["full", "spearman"]),
+            "τ full": float(mine.loc["full", "kendall"]),
+            "first": float(mine.loc["full", "proxy_first"]),
+            "measured first": float(mine.loc["full", "measured_first"]),
+        }
+        if "frozen" in mine.index:
+            row["ρ frozen"] = float(mine.loc["frozen", "spearman"])
+            if "holds" in mine.columns and method == "certified":
+                row["holds"] = float(mine.loc["frozen", "holds"])
+                row["slack median"] = float(mine.loc["frozen", "slack_median"])
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- behaviour
