@@ -202,12 +202,22 @@ def _demo(args: Any) -> int:
 
 def _trace(args: Any) -> int:
     from ._trace import trace
+    from .report._report import PROXY_COLUMNS, proxy_rows
     from .report._suite import shares
 
     model = _load(args)
     tokens = _tokens(args, model)
     layers = _layers(args.layers)
-    flow = trace(model, tokens, method=args.method, probes=args.probes, layers=layers)
+    methods = [m.strip() for m in args.path_methods.split(",") if m.strip()]
+    flow = trace(
+        model,
+        tokens,
+        method=args.method,
+        probes=args.probes,
+        layers=layers,
+        path_methods=methods,
+        attention=args.attention,
+    )
     rows = []
     for k, point in enumerate(flow.points):
         for what, values in (("sensitivity", flow.sensitivity), ("paths", flow.paths)):
@@ -216,12 +226,16 @@ def _trace(args: Any) -> int:
         rows[-1]["spearman"] = rows[-2]["spearman"] = float(flow.spearman[0, k])
         rows[-1]["kendall"] = rows[-2]["kendall"] = float(flow.kendall[0, k])
     payload: dict[str, Any] = {"n_tokens": int(tokens.shape[-1]), "rows": rows}
+    proxies = proxy_rows(flow)
+    payload["proxies_at_y_n"] = proxies
+    payload["agreement"] = flow.agreement().to_dict("records")
     folder = _out_folder(args)
     if folder is not None:
         payload["files"] = [str(flow.save(folder / "trace"))]
         payload["files"] += _save_plot(flow, folder, "trace_profile", "plot_profile")
     text = [f"{flow.provenance.describe()}", f"{tokens.shape[-1]} tokens; mass shares:"]
-    return _emit(args, payload, text + _table(rows))
+    text += _table(rows) + ["", "which proxy explains the measurement at y_n:"]
+    return _emit(args, payload, text + _table(proxies, PROXY_COLUMNS))
 
 
 def _paths(args: Any) -> int:
@@ -229,7 +243,8 @@ def _paths(args: Any) -> int:
 
     model = _load(args)
     tokens = _tokens(args, model)
-    result = attention_paths(model, tokens, method=args.method, heads=args.heads)
+    heads = args.heads if args.method in ("bound", "rollout", "context") else "mean"
+    result = attention_paths(model, tokens, method=args.method, heads=heads)
     rows = result.summary().drop(columns=["batch"]).to_dict("records")
     payload: dict[str, Any] = {"n_tokens": int(tokens.shape[-1]), "rows": rows}
     folder = _out_folder(args)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 FAMILIES = ("ones", "fixed_final", "random_prefix", "separated")
 FLOW_TASKS = ("count_ones", "first_digit", "last_digit")
+PATH_METHOD_NAMES = ("bound", "rollout", "context", "value", "flow", "certified")
 
 EXAMPLES = {
     "main": """examples:
@@ -36,6 +37,7 @@ Run `oversquash-lens COMMAND --help` for each command's options and examples.
   oversquash-lens trace --model tiny-llama --prompt "How many ones? 1 1 1 1 1"
   oversquash-lens trace --model smollm2-135m --task last_digit --n 256 --probes 16
   oversquash-lens trace --model tiny-gpt2 --task count_ones --n 64 --json --out /tmp/t
+  oversquash-lens trace --model tiny-llama --task last_digit --n 48 --path-methods rollout,flow
 """,
     "paths": """examples:
   oversquash-lens paths --model tiny-gpt2 --prompt "1 1 1 1 1 1"
@@ -290,16 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = _sub(sub, "trace", "sensitivity beside the attention-path bound, per input token")
+    p = _sub(sub, "trace", "sensitivity (full and frozen attention) beside every path proxy")
     _common(p)
     _prompt(p)
     _jacobian_options(p)
+    p.add_argument(
+        "--path-methods",
+        default="bound,rollout,value,certified",
+        help=f"comma list of proxies from {', '.join(PATH_METHOD_NAMES)}",
+    )
+    p.add_argument("--attention", choices=["both", "full"], default="both")
     _out(p)
 
     p = _sub(sub, "paths", "attention-path weights from every token to the last one")
     _common(p)
     _prompt(p)
-    p.add_argument("--method", choices=["bound", "rollout", "context"], default="bound")
+    p.add_argument("--method", choices=PATH_METHOD_NAMES, default="bound")
     p.add_argument("--heads", choices=["mean", "max"], default="mean")
     _out(p)
 

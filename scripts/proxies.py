@@ -15,6 +15,7 @@ Usage::
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 
 import oversquash_lens as osl
 from oversquash_lens.analyzers._proxies import FLOW_BUDGET, flow_work
+from oversquash_lens.analyzers._ranks import spearman
 from oversquash_lens.report._suite import depths, prompt_tokens
 from oversquash_lens.results import atomic_write_bytes
 
@@ -38,6 +40,9 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=32)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--reuse", action="store_true", help="rebuild the tables from the saved results"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,13 +63,21 @@ def main() -> None:
                     m for m in METHODS
                     if m != "flow" or flow_work(n_here, model.cfg.n_layers) <= FLOW_BUDGET
                 ]  # fmt: skip
+                saved = args.out / f"{key}.npz"
                 start = time.perf_counter()
-                flow = osl.trace(
-                    model, tokens, probes=args.probes, path_methods=methods,
-                    layers=depths(model.cfg.n_layers),
-                )  # fmt: skip
-                seconds = time.perf_counter() - start
-                flow.save(args.out / f"{key}.npz")
+                if args.reuse and saved.exists():
+                    flow = osl.FlowResult.load(saved)
+                    seconds = float(flow.provenance.extra.get("seconds", float("nan")))
+                else:
+                    flow = osl.trace(
+                        model, tokens, probes=args.probes, path_methods=methods,
+                        layers=depths(model.cfg.n_layers),
+                    )  # fmt: skip
+                    seconds = time.perf_counter() - start
+                    flow.provenance = dataclasses.replace(
+                        flow.provenance, extra={**flow.provenance.extra, "seconds": seconds}
+                    )
+                    flow.save(saved)
                 table = flow.agreement()
                 summary[key] = {
                     "seconds": seconds,
@@ -85,11 +98,12 @@ def _header(probes: int) -> list[str]:
         f"Spearman ρ over input positions between each proxy and the measured sensitivity "
         f"(Hutchinson, {probes} probes), with full attention / with attention frozen, at each "
         "depth (block ℓ's output, then y_n). first: the share of the measurement on the "
-        "first token. Written by `scripts/proxies.py`.\n",
-        "| model | prompt | n | point | first (full) | "
+        "first token. *frozen measurement*: ρ between the frozen-attention and the full "
+        "measurement themselves. Written by `scripts/proxies.py`.\n",
+        "| model | prompt | n | point | first (full) | frozen measurement | "
         + " | ".join(f"{m} full / frozen" for m in METHODS)
         + " | seconds |",
-        "|---|---|---|---|---|" + "---|" * len(METHODS) + "---|",
+        "|---|---|---|---|---|---|" + "---|" * len(METHODS) + "---|",
     ]
 
 
@@ -110,9 +124,10 @@ def _rows(name: str, prompt: str, n: int, flow: Any, table: Any, seconds: float)
             frozen = f"{mine.loc['frozen', 'spearman']:.2f}" if "frozen" in mine.index else "–"
             cells.append(f"{mine.loc['full', 'spearman']:.2f} / {frozen}")
         first = float(at.iloc[0]["measured_first"])
-        time_cell = f"{seconds:.1f}" if k == 0 else ""
+        time_cell = f"{seconds:.1f}" if k == 0 and seconds == seconds else ""
+        frozen_rho = float(spearman(flow.sensitivity[0, k], flow.measure("frozen")[0, k]))
         out.append(
-            f"| {name} | {prompt} | {n} | {_short(point)} | {first:.3f} | "
+            f"| {name} | {prompt} | {n} | {_short(point)} | {first:.3f} | {frozen_rho:.2f} | "
             + " | ".join(cells)
             + f" | {time_cell} |"
         )

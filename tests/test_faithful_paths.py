@@ -285,3 +285,35 @@ def test_path_options_that_do_not_apply_are_refused() -> None:
         osl.Sensitivity(attention="partly")
     with pytest.raises(ValueError, match="path_methods"):
         osl.trace(osl.load_model("tiny-gpt2"), "1 1", path_methods=["rollout", "rollout"])
+
+
+def test_a_smaller_head_constant_breaks_the_bound_somewhere(monkeypatch) -> None:
+    """Shrinking every s_h = ‖W_V^h W_O^h‖ to 30% (mlp='power', the tight variant) makes the
+    bound fail on some architecture: the test above has the power to fail."""
+    from oversquash_lens.analyzers import _certified
+
+    real = _certified.head_value_output_norms
+    monkeypatch.setattr(_certified, "head_value_output_norms", lambda *a: 0.3 * real(*a))
+    monkeypatch.setattr(_certified, "_CACHE", type(_certified._CACHE)())
+    tokens = torch.tensor([[1, 5, 7, 9, 11, 13, 17, 19]])
+    lows = [certified_holds(zoo.build(name), tokens, mlp="power")[0] for name in ARCHITECTURES]
+    assert min(lows) < 1.0
+
+
+@pytest.mark.slow
+def test_the_certified_bound_holds_on_smollm2() -> None:
+    """SmolLM2-135M, n = 64, float64: the bound against exact spectral norms of the
+    frozen-attention Jacobian (576 VJPs per point, ~2-5 min on a 2-core CPU) at the first
+    block and at y_n; every point is checked on the tiny models above."""
+    from oversquash_lens.report._suite import prompt_tokens
+
+    model = osl.load_model("smollm2-135m")
+    tokens = prompt_tokens(model, "count_ones", 64)
+    layers = [0, "final"]
+    with osl.native_dtype(model, "float64"):
+        bound = osl.attention_paths(model, tokens, method="certified")
+        exact = osl.sensitivity(
+            model, tokens, method="exact", norm="spectral", attention="frozen", layers=layers
+        )
+    rows = bound.sensitivity_bound[0, [0, -1]]
+    assert bool((rows >= exact.norms[0]).all())
