@@ -19,7 +19,8 @@ from ._errors import PatternsUnavailableError, UnsupportedArchitectureError
 from .analyzers._flow import FlowResult
 from .analyzers._path_result import PATH_METHODS
 from .analyzers._paths import attention_paths
-from .analyzers._sensitivity import Sensitivity, sensitivity, split_result
+from .analyzers._sensitivity import Sensitivity, sensitivity
+from .analyzers._split import split_result
 from .capture import frozen_parameters
 
 DEFAULT_PATH_METHODS = ("bound", "rollout", "value", "certified")

@@ -290,11 +290,11 @@ def test_path_options_that_do_not_apply_are_refused() -> None:
 def test_a_smaller_head_constant_breaks_the_bound_somewhere(monkeypatch) -> None:
     """Shrinking every s_h = ‖W_V^h W_O^h‖ to 30% (mlp='power', the tight variant) makes the
     bound fail on some architecture: the test above has the power to fail."""
-    from oversquash_lens.analyzers import _certified
+    from oversquash_lens.analyzers import _certified, _certified_weights
 
     real = _certified.head_value_output_norms
     monkeypatch.setattr(_certified, "head_value_output_norms", lambda *a: 0.3 * real(*a))
-    monkeypatch.setattr(_certified, "_CACHE", type(_certified._CACHE)())
+    monkeypatch.setattr(_certified_weights, "_CACHE", type(_certified_weights._CACHE)())
     tokens = torch.tensor([[1, 5, 7, 9, 11, 13, 17, 19]])
     lows = [certified_holds(zoo.build(name), tokens, mlp="power")[0] for name in ARCHITECTURES]
     assert min(lows) < 1.0

@@ -26,7 +26,6 @@ and the MLP from their inputs gives what the run gave. A block that breaks one i
 naming the component, instead of bounded wrongly.
 """
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,9 +35,15 @@ from torch import Tensor
 
 from .. import _hooknames as names
 from .._errors import UnsupportedArchitectureError
-from .._tensors import weights_digest
 from ..capture._hooks import probe_pass
 from . import _jacobian as jac
+from ._certified_weights import (
+    MLP_BOUNDS,
+    activations,
+    cached,
+    head_value_output_norms,
+    mlp_weight_norms,
+)
 from ._path_math import PathProduct, reduce_heads
 
 if TYPE_CHECKING:
@@ -49,34 +54,6 @@ if TYPE_CHECKING:
 # float64 run may still compute a norm in float32 internally (Hugging Face's RMSNorm), so
 # recomputing it on another slice of the same tensor differs by float32 rounding.
 CHECK_RTOL = {torch.float64: 1e-6, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
-
-
-def head_value_output_norms(
-    w_v: Tensor, w_o: Tensor, n_heads: int
-) -> "torch.Tensor":  # [head] float64
-    """``s_h = ‖W_V^{g(h)} W_O^h‖₂`` for every query head, exactly, in float64.
-
-    Args:
-        w_v: ``[value_heads, d_model, d_head]`` (one per query head, or one per KV group).
-        w_o: ``[n_heads, d_head, d_model]``.
-        n_heads: Query heads (query head h reads value head ``h // (n_heads / value_heads)``).
-
-    Returns:
-        ``[n_heads]`` float64. The d×d product has rank ≤ d_head, so its norm is that of
-        the small ``R_V R_Oᵀ`` of the two thin QR factorizations.
-
-    Example:
-        >>> import torch
-        >>> w_v = torch.eye(3)[None, :, :2]          # d_model 3, d_head 2
-        >>> w_o = 2 * torch.eye(3)[None, :2, :]
-        >>> head_value_output_norms(w_v, w_o, 1)
-        tensor([2.], dtype=torch.float64)
-    """
-    group = n_heads // w_v.shape[0]
-    values = w_v.to(torch.float64).repeat_interleave(group, dim=0)  # [H, d, k]
-    r_v = torch.linalg.qr(values).R  # [H, k, k]
-    r_o = torch.linalg.qr(w_o.to(torch.float64).transpose(1, 2)).R  # [H, k, k]
-    return torch.linalg.matrix_norm(r_v @ r_o.transpose(1, 2), ord=2)
 
 
 @dataclass
@@ -119,13 +96,11 @@ class CertifiedStream:
         self.n_layers, self.n_heads = a.n_layers, a.n_heads
         self.parallel = bool(getattr(a.cfg, "parallel_attn_mlp", False))
         self.blocks = [model.blocks[layer] for layer in range(self.n_layers)]
-        self.w_v = model.W_V.detach()
-        self.w_o = model.W_O.detach()
-        self.b_v, self.b_o = _bias(model, "b_V"), _bias(model, "b_O")
-        self.head_norms = _cached(model, "heads", lambda: torch.stack(
-            [head_value_output_norms(self.w_v[i], self.w_o[i], self.n_heads) for i in
-             range(self.n_layers)]
-        ))  # fmt: skip
+        self.head_norms = cached(model, "heads", lambda: torch.stack([
+            head_value_output_norms(_weight(b, "attn", "W_V"), _weight(b, "attn", "W_O"),
+                                    self.n_heads)
+            for b in self.blocks
+        ]))  # fmt: skip
         if self.mlp not in MLP_BOUNDS:
             raise ValueError(f"mlp must be one of {MLP_BOUNDS}, got {self.mlp!r}")
         available = a.fired_hooks()
@@ -196,8 +171,9 @@ class CertifiedStream:
             self._check(
                 "the head outputs (hook_z = pattern · values)", layer, state.z_expected, act
             )
-            raw = torch.einsum("bqhd,hdm->bqm", act, self.w_o[layer].to(act.dtype))
-            state.attn_raw = raw if self.b_o is None else raw + self.b_o[layer].to(act.dtype)
+            w_o, b_o = _weight(block, "attn", "W_O"), _weight(block, "attn", "b_O", None)
+            raw = torch.einsum("bqhd,hdm->bqm", act, w_o.to(act.dtype))
+            state.attn_raw = raw if b_o is None else raw + b_o.to(act.dtype)
             return empty
         if name == names.attn_out(layer):
             return self._attention_out(layer, block, act)
@@ -214,8 +190,10 @@ class CertifiedStream:
 
     # ------------------------------------------------------------------ pieces
     def _values(self, layer: int, normalized: Tensor, value_heads: int) -> Tensor:
-        w_v = self.w_v[layer]
-        b_v = self.b_v[layer] if self.b_v is not None else torch.zeros(w_v.shape[::2])
+        block = self.blocks[layer]
+        w_v, b_v = _weight(block, "attn", "W_V"), _weight(block, "attn", "b_V", None)
+        if b_v is None:
+            b_v = torch.zeros(w_v.shape[::2])
         if w_v.shape[0] != value_heads:  # W_V per query head, hook_v per KV head
             step = w_v.shape[0] // value_heads
             w_v, b_v = w_v[::step], b_v[::step]
@@ -308,20 +286,15 @@ class CertifiedStream:
                 f"certified paths (mlp='lipschitz') need the MLP hook points {missing[:3]}, "
                 "which this model does not fire (a mixture of experts?); pass mlp='power'"
             )
-        self.w_in = model.W_in.detach() if mlp_layers else None
-        self.w_gate = model.W_gate.detach() if any(self.gated) else None
-        self.w_out = model.W_out.detach() if mlp_layers else None
-        self.b_out = _bias(model, "b_out")
-        self.out_norms = self.in_norms = None
-        if self.w_in is not None and self.w_out is not None:
-            self.out_norms, self.in_norms = _mlp_weight_norms(
-                model, self.w_in, self.w_gate, self.w_out
-            )
+        self.out_norms, self.in_norms = mlp_weight_norms(
+            model, [self.blocks[i] if self.has_mlp[i] else None for i in range(self.n_layers)]
+        )
 
     def _lipschitz(self, layer: int, block: Any, start: Tensor) -> Tensor:
         """``1 + p2·‖W_out‖·max_k c_k·‖W_in‖·ρ2 ≥ ‖I + J_f‖`` at every position."""
         parts, act = self._layer.mlp, self.activation
-        assert act is not None and self.w_in is not None and self.w_out is not None
+        assert act is not None
+        w_in, w_out = _weight(block, "mlp", "W_in"), _weight(block, "mlp", "W_out")
         pre, post = _required(parts.get("hook_pre")), _required(parts.get("hook_post"))
         ln2 = getattr(block, "ln2", None)
         norm = ln2 if isinstance(ln2, torch.nn.Module) else (lambda t: t)
@@ -331,23 +304,24 @@ class CertifiedStream:
         (slope,) = torch.autograd.grad(value.sum(), leaf)  # φ' elementwise
         value = value.detach()
         if self.gated[layer]:
-            assert self.w_gate is not None
+            w_gate = _weight(block, "mlp", "W_gate")
             linear = _required(parts.get("hook_pre_linear"))
             self._constant_offset("the gate (hook_pre = ln2(z)·W_gate)", layer, pre,
-                                  u @ self.w_gate[layer].to(u))  # fmt: skip
+                                  u @ w_gate.to(u))  # fmt: skip
             self._constant_offset("the linear branch (ln2(z)·W_in)", layer, linear,
-                                  u @ self.w_in[layer].to(u))  # fmt: skip
+                                  u @ w_in.to(u))  # fmt: skip
             linear = linear.to(torch.float64)
             self._constant_offset("the gated product φ(gate)·linear", layer, post, value * linear)
             scale = ((slope * linear).square() + value.square()).sqrt().amax(-1)
         else:
             self._constant_offset("the MLP input (hook_pre = ln2(z)·W_in)", layer, pre,
-                                  u @ self.w_in[layer].to(u))  # fmt: skip
+                                  u @ w_in.to(u))  # fmt: skip
             self._check("the activation (hook_post = φ(hook_pre))", layer, value, post)
             scale = slope.abs().amax(-1)
-        raw = post @ self.w_out[layer].to(post)
-        if self.b_out is not None:
-            raw = raw + self.b_out[layer].to(raw)
+        raw = post @ w_out.to(post)
+        b_out = _weight(block, "mlp", "b_out", None)
+        if b_out is not None:
+            raw = raw + b_out.to(raw)
         ln2_post = getattr(block, "ln2_post", None)
         mlp_out = _required(parts.get("hook_mlp_out"))
         if isinstance(ln2_post, torch.nn.Module):
@@ -358,7 +332,6 @@ class CertifiedStream:
             self._check("the MLP output (hook_post·W_out + b_out)", layer, raw, mlp_out)
             post_norm = _ones(start)
         rho2 = self._spectral(norm, start) if isinstance(ln2, torch.nn.Module) else _ones(start)
-        assert self.out_norms is not None and self.in_norms is not None
         weights = float(self.out_norms[layer] * self.in_norms[layer])
         return 1.0 + post_norm * rho2 * scale.cpu() * weights
 
@@ -412,48 +385,6 @@ class CertifiedStream:
         return got
 
 
-def activations() -> dict[str, Callable[[Tensor], Tensor]]:
-    """TransformerLens's elementwise activation functions, by ``cfg.act_fn`` name."""
-    from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
-
-    skip = {"solu_ln"}  # followed by a LayerNorm inside the MLP: not elementwise
-    return {k: v for k, v in SUPPORTED_ACTIVATIONS.items() if k not in skip}
-
-
-MLP_BOUNDS = ("lipschitz", "power")
-
-
-_CACHE: "weakref.WeakKeyDictionary[Any, dict[str, tuple[str, Any]]]" = weakref.WeakKeyDictionary()
-
-
-def _cached(model: Any, name: str, make: Callable[[], Any]) -> Any:
-    """``make()``, computed once per model while its weights stay the same (by digest)."""
-    key = weights_digest(model)
-    store = _CACHE.setdefault(model, {})
-    if name not in store or store[name][0] != key:
-        store[name] = (key, make())
-    return store[name][1]
-
-
-def _mlp_weight_norms(
-    model: Any, w_in: Tensor, w_gate: Tensor | None, w_out: Tensor
-) -> tuple[Tensor, Tensor]:
-    """``‖W_out‖₂`` and ``‖[W_gate W_in]‖₂`` (or ``‖W_in‖₂``) per layer, cached per model."""
-
-    def make() -> tuple[Tensor, Tensor]:
-        stacked = torch.cat([w_gate, w_in], dim=-1) if w_gate is not None else w_in
-        return _spectral_norms(w_out), _spectral_norms(stacked)
-
-    return _cached(model, "mlp", make)
-
-
-def _spectral_norms(weights: Tensor) -> Tensor:
-    """``‖W_ℓ‖₂`` of ``[layer, d_in, d_out]`` matrices, exactly (eigenvalues of the Gram)."""
-    w = weights.to(torch.float64)
-    small = w @ w.transpose(-1, -2) if w.shape[-2] <= w.shape[-1] else w.transpose(-1, -2) @ w
-    return torch.linalg.eigvalsh(small)[..., -1].clamp_min(0).sqrt()
-
-
 class _Refused(Exception):
     """A block the certified bound does not cover (message names the component)."""
 
@@ -482,13 +413,25 @@ def _call(module: Callable[[Tensor], Tensor], x: Any) -> Tensor:
         return module(_required(x))
 
 
-def _bias(model: Any, name: str) -> Tensor | None:
-    """A bias (``b_V`` / ``b_O``) of every layer, or None where the model has none."""
+_MISSING = object()
+
+
+def _weight(block: Any, part: str, name: str, default: Any = _MISSING) -> Any:
+    """One block's own weight (``block.attn.W_V``, ``block.mlp.W_in``...), never a stack.
+
+    A model-level ``model.W_in`` stacks every layer into a new tensor (a copy of all the
+    MLP weights); per block they are the parameters themselves. Biases a layer does not
+    have come back as ``default``.
+    """
     try:
-        value = getattr(model, name)
-    except (TypeError, AttributeError):  # a bridge whose projections have no bias
-        return None
-    return value.detach() if isinstance(value, Tensor) else None
+        value = getattr(getattr(block, part), name)
+    except (AttributeError, TypeError):
+        value = None
+    if isinstance(value, Tensor):
+        return value.detach()
+    if default is _MISSING:
+        raise _Refused(f"block has no {part}.{name} to bound")
+    return default
 
 
 def _mlp_sub_block(block: Any) -> Callable[[Tensor], Tensor] | None:

@@ -21,7 +21,8 @@ from .._checks import require_int
 from .._errors import IncompatibleRunError, UnsupportedArchitectureError
 from .._types import Pattern
 from ._base import Analyzer, RunRecord
-from ._certified import MLP_BOUNDS, CertifiedStream
+from ._certified import CertifiedStream
+from ._certified_weights import MLP_BOUNDS
 from ._path_math import (
     HEAD_REDUCTIONS,
     PathProduct,

@@ -27,6 +27,8 @@ from .._probes import ignored_pattern_layers
 from . import _jacobian as jac
 from ._base import Analyzer, RunRecord
 from ._sensitivity_result import METHODS, NORMS, SensitivityResult
+from ._split import check_split, freeze, freeze_second_half, split_tokens
+from ._split import split_result as split_result
 
 if TYPE_CHECKING:
     from .._adapter import ModelAdapter
@@ -231,8 +233,8 @@ class Sensitivity(Analyzer):
 
         edits = [(WRT[self.wrt], make_differentiable)]
         if self.attention != "full":
-            freeze = _freeze if self.attention == "frozen" else _freeze_second_half
-            edits += [(pattern(layer), freeze) for layer in range(adapter.n_layers)]
+            hold = freeze if self.attention == "frozen" else freeze_second_half
+            edits += [(pattern(layer), hold) for layer in range(adapter.n_layers)]
         return edits
 
     def keep(self, name: str, activation: Tensor) -> Tensor:
@@ -265,7 +267,7 @@ class Sensitivity(Analyzer):
         points = [n for n in run.hook_names if n != wrt_hook and not n.endswith("hook_pattern")]
         x = run.activations[wrt_hook]
         if self.attention == "split":
-            _check_split(run)
+            check_split(run)
         if not x.requires_grad:
             raise IncompatibleRunError(
                 f"{self.name} cannot use run {run.index}: {wrt_hook} did not require grad "
@@ -306,7 +308,7 @@ class Sensitivity(Analyzer):
             wrt_hook=wrt_hook,
             position=self.position,
             seed=self.seed if stochastic else None,
-            tokens=_split_tokens(run.tokens) if self.attention == "split" else run.tokens,
+            tokens=split_tokens(run.tokens) if self.attention == "split" else run.tokens,
             str_tokens=tuple(run.str_tokens),
             provenance=dataclasses.replace(
                 run.provenance, seed=self.seed if stochastic else None, extra=extra
@@ -411,61 +413,6 @@ class Sensitivity(Analyzer):
             parts.append(sigma)
             generator.set_state(state)  # the same starting vectors for every part
         return torch.cat(parts), None
-
-
-def _freeze(activation: Tensor, hook: Any) -> Tensor:
-    """Hold a pattern constant: the same values, no gradient through the scores."""
-    return activation.detach()
-
-
-def _freeze_second_half(activation: Tensor, hook: Any) -> Tensor:
-    """Frozen attention for the second half of the batch only (``attention="split"``)."""
-    half = activation.shape[0] // 2
-    return torch.cat([activation[:half], activation[half:].detach()])
-
-
-def _check_split(run: RunRecord) -> None:
-    tokens = run.tokens
-    if tokens is None or tokens.shape[0] % 2 or not torch.equal(*tokens.chunk(2)):
-        raise IncompatibleRunError(
-            f"attention='split' needs a run whose batch is two copies of the same tokens "
-            f"(run {run.index} is not); use attention='full' or 'frozen' on other runs"
-        )
-
-
-def _split_tokens(tokens: Tensor | None) -> Tensor | None:
-    """The tokens of a split run, one copy per part (full, frozen, scores)."""
-    if tokens is None:
-        return None
-    first = tokens[: tokens.shape[0] // 2]
-    return torch.cat([first, first, first])
-
-
-def split_result(result: SensitivityResult) -> tuple[SensitivityResult, ...]:
-    """The full, frozen and score-path parts of an ``attention="split"`` result.
-
-    The score part is ``‖J_full − J_frozen‖``: the sensitivity that flows through the
-    attention scores (every path that passes a pattern's dependence on its input at
-    least once). Norms are not additive: ``full ≤ frozen + scores`` by the triangle
-    inequality.
-    """
-    if result.attention != "split":
-        raise ValueError(f"expected an attention='split' result, got {result.attention!r}")
-    batch = result.norms.shape[0] // 3
-    tokens = result.tokens[:batch] if result.tokens is not None else None
-    parts = []
-    for index, label in enumerate(("full", "frozen", "scores")):
-        rows = slice(index * batch, (index + 1) * batch)
-        parts.append(
-            dataclasses.replace(
-                result,
-                attention=label,
-                norms=result.norms[rows],
-                stderr=result.stderr[rows] if result.stderr is not None else None,
-                tokens=tokens,
-            )
-        )
-    return tuple(parts)
 
 
 def _point_seed(seed: int, point: str) -> int:
