@@ -393,3 +393,32 @@ def test_peak_memory_stays_within_one_layer(backend: str) -> None:
     # the copies of layers 0..L-2 sit on top of the last layer's own transient peak
     assert extra_copies >= stack_bytes - layer_bytes, (extra_copies, stack_bytes)
     assert extra_paths < 2 * layer_bytes, (extra_paths, layer_bytes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["value", "certified"])
+def test_new_path_methods_stay_below_one_layers_pattern_stack(backend: str, method: str) -> None:
+    """value and certified read more hook points, but what they add to the forward pass's
+    peak stays below one layer's pattern stack [H, n, n] (no L×H×n×n stack, no stacked
+    weights)."""
+    model = deep_model(backend)
+    n = 512
+    tokens = torch.randint(1, 200, (1, n), generator=torch.Generator().manual_seed(0))
+    layer_bytes = 8 * n * n * 4
+
+    def peak(run) -> int:
+        with torch.no_grad(), TensorBytesPeak() as meter:
+            run()
+        return meter.peak
+
+    def plain() -> None:
+        model(tokens, return_type=None)
+
+    def with_paths() -> None:
+        attention_paths(model, tokens, method=method)
+
+    with_paths()  # warm-up: probe passes and cached weight constants are not per run
+    peak(plain)
+    base = peak(plain)
+    extra = peak(with_paths) - base
+    assert extra < layer_bytes, (extra, layer_bytes)
