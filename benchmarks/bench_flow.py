@@ -12,13 +12,11 @@ Usage:
 """
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _common import finish, machine_facts
 
 import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
@@ -56,20 +54,14 @@ def main() -> None:
         "networkx_s": networkx_s,
         "speedup": networkx_s / scipy_s,
         "max_abs_difference": float((fast - slow).abs().max()),
-        "load_average_1min": os.getloadavg()[0],
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        **machine_facts(),
     }
     print(
         f"{args.model}, n = {args.n}, {n_layers} layers, {numbers['flows']} flows: SciPy "
         f"{scipy_s:.2f} s, networkx {networkx_s:.2f} s -> {numbers['speedup']:.0f}x faster; "
         f"largest difference {numbers['max_abs_difference']:.1e}"
     )
-    print(f"load average {numbers['load_average_1min']:.1f} on {os.cpu_count()} CPUs")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(numbers, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    finish(numbers, args.out)
 
 
 if __name__ == "__main__":

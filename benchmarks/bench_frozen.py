@@ -11,15 +11,13 @@ Usage:
 """
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import finish, machine_facts
 
 import oversquash_lens as osl
 from oversquash_lens.analyzers._sensitivity import Sensitivity
@@ -72,10 +70,7 @@ def main() -> None:
         "seconds": runs,
         "frozen_over_full": median["frozen"] / median["full"],
         "split_over_full_plus_frozen": median["split"] / (median["full"] + median["frozen"]),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": os.getloadavg()[0],
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        **machine_facts(),
     }
     print(
         f"{args.model}, n = {args.n}, Hutchinson k = {args.probes}, layers {args.layers}: "
@@ -83,11 +78,7 @@ def main() -> None:
         f"{numbers['frozen_over_full']:.2f}x (target <= 1.2); doubled-batch pass for both "
         f"{median['split']:.2f} s = {numbers['split_over_full_plus_frozen']:.2f}x the two runs"
     )
-    print(f"load average {numbers['load_average_1min']:.1f} on {os.cpu_count()} CPUs")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(numbers, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    finish(numbers, args.out)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,6 @@ Usage:
 """
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 import weakref
@@ -32,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import finish, machine_facts
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -168,10 +166,7 @@ def main() -> None:
         "extra_peak_over_one_layer_stack": extra / layer_stack_bytes,
         "block": BLOCK,
         **math_only(args.n, adapter.n_heads, adapter.n_layers),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_1min": os.getloadavg()[0],
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        **machine_facts(),
     }
     mib = 2**20
     print(f"{args.model} ({args.backend}), n = {args.n}, {adapter.n_layers} layers")
@@ -190,11 +185,7 @@ def main() -> None:
         f"blocked product {numbers['blocked_product_s_per_layer']:.3f} s "
         f"(dense {numbers['dense_product_s_per_layer']:.3f} s)"
     )
-    print(f"load average {numbers['load_average_1min']:.1f} on {os.cpu_count()} CPUs")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(numbers, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    finish(numbers, args.out)
 
 
 if __name__ == "__main__":

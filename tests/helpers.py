@@ -25,16 +25,18 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, check_dtype=False)
 
 
-def hook_registry(model: Any) -> dict[str, tuple[Any, ...]]:
+def hook_registry(model: Any, *, warm_up: bool = True) -> dict[str, tuple[Any, ...]]:
     """Every torch hook registered anywhere in the model, by module (handle ids), plus the
     TransformerLens handle lists of each HookPoint. Equal snapshots = same hooks.
 
-    Runs ``run_with_cache`` once first: on its first passes TransformerBridge wires
-    permanent capture hooks of its own into each block, and transformers installs an
-    output-capturing hook; neither is ours to remove, and both stay fixed afterwards.
+    Runs ``run_with_cache`` once first (unless ``warm_up=False``): on its first passes
+    TransformerBridge wires permanent capture hooks of its own into each block, and
+    transformers installs an output-capturing hook; neither is ours to remove, and both
+    stay fixed afterwards.
     """
-    with torch.no_grad():
-        model.run_with_cache(torch.zeros((1, 2), dtype=torch.long, device=model.W_E.device))
+    if warm_up:
+        with torch.no_grad():
+            model.run_with_cache(torch.zeros((1, 2), dtype=torch.long, device=model.W_E.device))
     out: dict[str, tuple[Any, ...]] = {}
     for name, module in model.named_modules():
         out[name] = (

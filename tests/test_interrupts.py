@@ -83,25 +83,10 @@ def injection_points(lines: list[tuple[str, int]]) -> list[int]:
     return sorted(set(first.values()) | set(last.values()))
 
 
-def hooks_of(model: Any) -> dict[str, tuple[Any, ...]]:
-    """Every hook anywhere in the model (``helpers.hook_registry`` without its warm-up)."""
-    return {
-        name: (
-            tuple(module._forward_pre_hooks),
-            tuple(module._forward_hooks),
-            tuple(module._backward_hooks),
-            tuple(module._backward_pre_hooks),
-            tuple(id(h) for h in getattr(module, "fwd_hooks", ())),
-            tuple(id(h) for h in getattr(module, "bwd_hooks", ())),
-        )
-        for name, module in model.named_modules()
-    }
-
-
 def snapshot(model: Any) -> dict[str, Any]:
     adapter = ModelAdapter(model)
     return {
-        "hooks": hooks_of(model),
+        "hooks": hook_registry(model, warm_up=False),
         "state": state_of(model),
         "attention": adapter.attention_implementation,
         "precision": capture.active_precision(model),

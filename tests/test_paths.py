@@ -4,6 +4,7 @@ and peak memory against the one-layer bound."""
 
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -350,6 +351,13 @@ def deep_model(backend: str):
     return build(src, processed=True, dtype=torch.float32, device="cpu")
 
 
+def peak(run: Any) -> int:
+    """Peak bytes of the tensor storages ``run()`` creates (see TensorBytesPeak)."""
+    with torch.no_grad(), TensorBytesPeak() as meter:
+        run()
+    return meter.peak
+
+
 @pytest.mark.slow
 def test_peak_memory_stays_within_one_layer(backend: str) -> None:
     """Peak tensor memory of a forward pass with AttentionPaths attached exceeds the plain
@@ -366,11 +374,6 @@ def test_peak_memory_stays_within_one_layer(backend: str) -> None:
     tokens = torch.randint(1, 200, (1, n), generator=torch.Generator().manual_seed(0))
     layer_bytes = 8 * n * n * 4  # float32 patterns of one layer
     stack_bytes = 8 * layer_bytes
-
-    def peak(run) -> int:
-        with torch.no_grad(), TensorBytesPeak() as meter:
-            run()
-        return meter.peak
 
     def plain() -> None:
         model(tokens, return_type=None)
@@ -405,11 +408,6 @@ def test_new_path_methods_stay_below_one_layers_pattern_stack(backend: str, meth
     n = 512
     tokens = torch.randint(1, 200, (1, n), generator=torch.Generator().manual_seed(0))
     layer_bytes = 8 * n * n * 4
-
-    def peak(run) -> int:
-        with torch.no_grad(), TensorBytesPeak() as meter:
-            run()
-        return meter.peak
 
     def plain() -> None:
         model(tokens, return_type=None)
