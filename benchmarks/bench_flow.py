@@ -32,7 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     model = osl.load_model(args.model)
     n_layers = args.layers or model.cfg.n_layers
-    tokens = torch.randint(100, 20000, (1, args.n), generator=torch.Generator().manual_seed(0))
+    vocab = int(model.cfg.d_vocab)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(vocab // 4, vocab // 2, (1, args.n), generator=gen)
     with torch.no_grad(), osl.record(model, [names.pattern(i) for i in range(n_layers)]) as rec:
         model(tokens)
     eye = torch.eye(args.n, dtype=torch.float64)
