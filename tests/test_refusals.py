@@ -391,6 +391,9 @@ WRONG_TYPES = [
     ("osl.CollapseProbe(positions=3)", "TypeError: positions must be a list of ints"),
     ("osl.CollapseProbe(positions=[-1.5])", "TypeError: positions must be an int"),
     ("osl.CollapseProbe(heads='all').bind(adapter)", "TypeError: heads must be True, False"),
+    ("osl.collapse(model, ones, [1.5, 2.7], progress=False)", "TypeError: lengths must be"),
+    ("osl.collapse(model, ones, '123', progress=False)", "TypeError: lengths must be"),
+    ("osl.behaviour(model, compact, [2.0], progress=False)", "TypeError: lengths must be"),
 ]
 
 
@@ -399,7 +402,10 @@ def test_arguments_of_the_wrong_type_are_refused() -> None:
     itself (jaxtyping + beartype), which would answer before the package's own checks."""
     lines = [
         "import oversquash_lens as osl",
-        "adapter = osl.ModelAdapter(osl.load_model('tiny-gpt2'))",
+        "model = osl.load_model('tiny-gpt2')",
+        "adapter = osl.ModelAdapter(model)",
+        "ones = osl.tasks.repeated_last('1')",
+        "compact = osl.tasks.count_ones(style='compact')",
     ]
     for code, _ in WRONG_TYPES:
         lines += [
