@@ -78,6 +78,7 @@ def test_frozen_sensitivity_equals_the_reference_on_every_architecture(name: str
         hutchinson = osl.sensitivity(
             model, tokens, method="hutchinson", probes=64, attention="frozen"
         )
+
     assert fro.attention == spectral.attention == "frozen"
     reference_fro = torch.linalg.matrix_norm(expected, ord="fro")
     reference_spectral = torch.linalg.matrix_norm(expected, ord=2)
@@ -86,10 +87,26 @@ def test_frozen_sensitivity_equals_the_reference_on_every_architecture(name: str
     torch.testing.assert_close(fro.norms[0], reference_fro, rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(spectral.norms[0], reference_spectral, rtol=1e-6, atol=1e-12)
     assert not torch.allclose(full.norms, fro.norms, rtol=1e-3)  # the scores do matter
+
     # Hutchinson (64 probes) covers the exact norm within 4 standard errors.
     stderr = hutchinson.stderr
     assert stderr is not None
     assert bool(((hutchinson.norms - fro.norms).abs() <= 4 * stderr + 1e-12).all())
+
+
+@pytest.mark.parametrize("name", ["bridge-gpt2", "bridge-llama-gqa", "bridge-mistral-window"])
+def test_frozen_power_iteration_meets_the_exact_spectral_norm(name: str) -> None:
+    """method="power" under frozen attention (double backward with detached patterns)."""
+    model = zoo.build(name)
+    tokens = torch.tensor([[1, 5, 7, 9, 11]])
+    with osl.native_dtype(model, "float64"):
+        expected = torch.linalg.matrix_norm(frozen_reference(model, tokens).to(F64), ord=2)
+        power = osl.sensitivity(
+            model, tokens, method="power", norm="spectral", attention="frozen", tol=1e-9,
+            iterations=300, layers="final",
+        )  # fmt: skip
+    # Power iteration approaches the spectral norm from below; converged, it meets it.
+    torch.testing.assert_close(power.norms[0, -1], expected[-1], rtol=1e-4, atol=1e-12)
 
 
 def test_split_runs_give_full_frozen_and_the_score_path() -> None:
