@@ -6,6 +6,7 @@ uses. Each probe runs the model on a few ordinary tokens with this package's own
 silent (the user's hooks still run), and its answer is kept per model object.
 """
 
+import warnings
 import weakref
 from typing import Any
 
@@ -75,7 +76,10 @@ def ignored_pattern_layers(model: Any) -> tuple[int, ...]:
         return save
 
     registered = HookSet()
-    with guarded(registered.remove_all):
+    with guarded(registered.remove_all), warnings.catch_warnings():
+        # TransformerLens 4 warns when a bridge discards a pattern edit: that is what the
+        # probe is asking, so the warning is the expected answer, not a problem.
+        warnings.filterwarnings("ignore", message=r".*returned a modified tensor")
         for layer in range(n_layers):
             registered.add(points[names.pattern(layer)], zero, "fwd", False)
             registered.add(points[names.z(layer)], keep(layer), "fwd", False)
