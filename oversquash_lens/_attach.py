@@ -107,9 +107,13 @@ class Recording:
     def result(self, analyzer: str | Analyzer, index: int = -1) -> Result:
         """One analyzer's result for one run (computed once, then cached).
 
+        By default the LAST run's: ``rec.result(name)`` is ``rec.results[name][-1]``,
+        and ``rec.result(name, 0)`` the first run's (``rec.results[name][0]``).
+
         Args:
             analyzer: Its name (``"ResidualNorms"``) or the analyzer object.
-            index: Run number (negative counts from the end).
+            index: Run number, 0 for the first pass seen (negative counts from the end;
+                the default -1 is the last).
 
         Example:
             >>> import oversquash_lens as osl
@@ -158,9 +162,20 @@ class Recording:
             raise TypeError(f"{analyzer} is not a CollapseProbe: attach osl.CollapseProbe()")
         return compare(a, b, precision=precision, **where)
 
+    def __repr__(self) -> str:
+        names = ", ".join(self.analyzers) or "none"
+        return (
+            f"Recording: {len(self._runs)} run(s) seen; analyzers {names}\n"
+            "  rec.result(name) is the last run's result, rec.result(name, i) or "
+            "rec.results[name][i] run i's (0: the first)"
+        )
+
     @property
     def results(self) -> dict[str, list[Result]]:
-        """``{analyzer name: [result of run 0, result of run 1, ...]}``."""
+        """``{analyzer name: [result of run 0, result of run 1, ...]}``, in run order.
+
+        ``rec.results[name][0]`` is the first run's; :meth:`result` gives the last.
+        """
         return {
             key: [self.result(key, i) for i in range(len(self._runs))] for key in self.analyzers
         }

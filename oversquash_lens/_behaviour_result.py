@@ -39,8 +39,9 @@ def failure_length(
         threshold: Accuracy below which a length fails.
 
     Returns:
-        The first length after which the task keeps failing, or None if the largest
-        length does not fail.
+        The first failing length of the final run of failures: it and every longer
+        measured length fail. None if the longest length does not fail. An earlier
+        failure that later lengths recover from does not count (40 below, not 10).
 
     Example:
         >>> failure_length([5, 10, 20, 40], [1.0, 0.25, 0.75, 0.0])
@@ -233,9 +234,23 @@ class BehaviourResult(Result):
             }
         )
 
-    def failure_length(self, threshold: float = 0.5) -> int | None:
-        """N*: the smallest k from which accuracy stays below ``threshold``.
+    def headline(self) -> str:
+        """Accuracy per length (up to eight lengths) and N*."""
+        table = self.accuracy()
+        pairs = [
+            f"{int(k)}: {acc:.2f}" for k, acc in zip(table["k"], table["accuracy"], strict=True)
+        ]
+        shown = ", ".join(pairs[:8]) + (", …" if len(pairs) > 8 else "")
+        return (
+            f"{self.task_description}\naccuracy by length k {{{shown}}}; "
+            f"N* = {self.failure_length()}"
+        )
 
+    def failure_length(self, threshold: float = 0.5) -> int | None:
+        """N*: the shortest measured length from which every longer one fails.
+
+        A length fails when its accuracy is below ``threshold``. The answer is itself a
+        failing length (the first of the final run of failures), not the last good one.
         See :func:`failure_length`; None when the longest length still succeeds.
         """
         table = self.accuracy()

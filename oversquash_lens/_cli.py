@@ -74,12 +74,27 @@ def _message(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- output
-def _emit(args: Any, payload: dict[str, Any], text: list[str]) -> int:
+def _emit(args: Any, payload: dict[str, Any], text: list[str], *, summary: bool = True) -> int:
+    """Print the payload (``--json``) or the text; with ``--out``, also write summary.json."""
+    folder = _out_folder(args) if summary else None
+    if folder is not None:
+        path = _write_summary(folder, payload)
+        payload["files"] = [*payload.get("files", []), str(path)]
+        text = [*text, f"wrote {path}"]
     if args.json:
         print(dumps(payload, indent=1, default=str))
     else:
         print("\n".join(text))
     return 0
+
+
+def _write_summary(folder: Path, payload: dict[str, Any]) -> Path:
+    """``folder/summary.json``: what the command printed, as strict JSON, atomically."""
+    from .results import atomic_write_bytes
+
+    path = folder / "summary.json"
+    atomic_write_bytes(path, dumps(payload, indent=1, default=str).encode("utf-8"))
+    return path
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> list[str]:
@@ -196,7 +211,13 @@ def _demo(args: Any) -> int:
         max_new_tokens=args.max_new_tokens,
         model=model,
     )
-    print(dumps(dataclasses.asdict(report), indent=2) if args.json else report.format())
+    payload = dataclasses.asdict(report)
+    folder = _out_folder(args)
+    if folder is not None:
+        payload["files"] = [str(_write_summary(folder, payload))]
+    print(dumps(payload, indent=2) if args.json else report.format())
+    if folder is not None and not args.json:
+        print(f"\nwrote {payload['files'][0]}")
     return 0
 
 
@@ -379,7 +400,8 @@ def _report(args: Any) -> int:
     ]
     size = page.stat().st_size / 1e6
     text = [f"wrote {page} ({size:.2f} MB) and {page.parent}/summary.json, results/, figures/"]
-    return _emit(args, summary | {"report": str(page)}, text + _table(rows))
+    # the report wrote its own summary.json beside the page
+    return _emit(args, summary | {"report": str(page)}, text + _table(rows), summary=False)
 
 
 _COMMANDS = {

@@ -263,7 +263,7 @@ def _common(parser: argparse.ArgumentParser, *, default_model: str = "smollm2-13
 
 
 def _out(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    what = "folder (created if new) for results (.npz), figures (.png/.svg), summary.json"
+    what = "folder (created if new) for the results (.npz), figures (.png/.svg), summary.json"
     parser.add_argument("--out", default=default, help=what)
 
 
@@ -359,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--prompt", default="The capital of France is")
     p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--out", default=None, help="folder (created if new) for summary.json")
 
     p = _sub(sub, "models", "list the built-in models")
     p.add_argument("--json", action="store_true")

@@ -356,7 +356,7 @@ def separator_search(
         spacings: Items per group to try.
         group: ``"left"`` or ``"right"`` grouping.
         separator: The separator text.
-        criterion: ``"epsilon"`` or ``"bits"``.
+        criterion: ``"epsilon"`` (or ``"eps"``) or ``"bits"``.
         lengths: Lengths to check instead of every k up to ``max_length``.
         prepend_bos: Force the BOS choice (None: the task's default).
         chat: Chat template for tokens (None: the task's default).
@@ -377,8 +377,9 @@ def separator_search(
     """
     from tqdm.auto import tqdm
 
+    criterion = "epsilon" if criterion == "eps" else criterion
     if criterion not in ("epsilon", "bits"):
-        raise ValueError(f"criterion must be 'epsilon' or 'bits', got {criterion!r}")
+        raise ValueError(f"criterion must be 'epsilon' (or 'eps') or 'bits', got {criterion!r}")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ValueError(f"max_length must be an int >= 1, got {max_length!r}")
     ks = sorted(set(check_lengths(range(1, max_length + 1) if lengths is None else lengths, 1)))

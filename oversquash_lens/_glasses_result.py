@@ -120,6 +120,21 @@ class GlassesResult(Result):
         if list(self.lengths) != sorted(set(self.lengths)):
             raise ValueError("lengths must be ascending and distinct")
 
+    def headline(self) -> str:
+        """Per variant at the longest length: L∞ of y_n over ε, and the accuracy."""
+        j = len(self.lengths) - 1
+        lines = [f"{self.task}: {len(self.variants)} variants × lengths {list(self.lengths)}"]
+        for v, label in enumerate(self.variants[:6]):
+            lines.append(
+                f"{label} ({self.precisions[v]}) at k = {self.lengths[j]}: "
+                f"L∞/ε {float(self.eps_ratio[v, j]):.3g}, "
+                f"relevant share {float(self.relevant_share[v, j]):.3g}, "
+                f"accuracy {float(self.accuracy[v, j]):.2f}"
+            )
+        if len(self.variants) > 6:
+            lines.append(f"… {len(self.variants) - 6} more variants (.to_dataframe())")
+        return "\n".join(lines)
+
     def variant_index(self, label: str) -> int:
         """Index of a variant label.
 
@@ -329,6 +344,18 @@ class SeparatorSearch(Result):
                 raise ValueError(f"{name} must be [spacing, length] = {shape}")
         if self.criterion not in ("epsilon", "bits"):
             raise ValueError(f"criterion must be 'epsilon' or 'bits', got {self.criterion!r}")
+
+    def headline(self) -> str:
+        """The answer: the largest spacing that keeps every length apart."""
+        span = f"k = {self.lengths[0]}..{self.lengths[-1]}" if self.lengths else "no lengths"
+        if self.best is None:
+            answer = "no spacing tried keeps the pair apart"
+        else:
+            answer = f"best = {self.best}: a {self.separator!r} every {self.best} items"
+        return (
+            f"{answer} ({span}, {self.precision}, criterion {self.criterion!r}); "
+            f"spacings tried {list(self.spacings)}"
+        )
 
     def keeps_apart(self, spacing: int) -> bool:
         """Whether ``spacing`` keeps the pair apart at every length measured."""

@@ -117,7 +117,7 @@ def test_result_plot(load, backend: str) -> None:
     model = load("tiny-gpt2", backend)
     with osl.attach(model, osl.ResidualNorms()) as rec:
         model(model.to_tokens(["1 2", "3 4"]))
-    ax = rec.result("ResidualNorms").plot()
+    ax = rec.result("ResidualNorms").plot().axes[0]
     assert len(ax.lines) == 2
 
 

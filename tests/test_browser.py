@@ -132,7 +132,7 @@ def test_one_page_of_many_views(chromium: str, load: Any, tmp_path: Path) -> Non
         ),
     ]
     path = tmp_path / "page.html"
-    path.write_text(render.page(views, title="many views"), encoding="utf-8")
+    path.write_text(render.page(views, title="many views").html(), encoding="utf-8")
     run = open_page(path, screenshot=SHOTS / "page.png")
     check_offline(run, "page")
     # every circuitsvis container was filled: none is still an empty <div>

@@ -308,7 +308,7 @@ def test_save_load_plot(load, tmp_path) -> None:
     assert torch.equal(loaded.bitwise_equal, result.bitwise_equal)
     assert loaded.lengths == result.lengths and loaded.points == result.points
     assert loaded.family_params == result.family_params
-    ax = result.plot()
+    ax = result.plot().axes[0]
     assert ax.get_xscale() == "log" and len(ax.lines) >= 4
     result.plot(layer=None, point=names.FINAL_NORM)
 

@@ -284,9 +284,9 @@ def test_result_round_trip_tables_and_plots(tmp_path: Path, load, backend: str) 
         (result.weights[1, 1, 0] / result.weights[1, 1].sum()).item()
     )
 
-    ax = result.plot()
+    ax = result.plot().axes[0]
     assert ax.get_yscale() == "log" and len(ax.lines) == 4  # two layers + uniform references
-    heat = result.plot(kind="heatmap", relative=True, batch=1)
+    heat = result.plot(kind="heatmap", relative=True, batch=1).axes[0]
     assert heat.images[0].get_array().shape == (2, 5)
     rollout = attention_paths(model, "1 2", method="rollout")
     with pytest.raises(ValueError, match="heads='each'"):

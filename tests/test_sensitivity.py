@@ -451,10 +451,10 @@ def test_result_save_load_dataframe_plot(load, tmp_path) -> None:
         assert list(frame.columns) == ["batch", "point", "hook", "pos", "token", "norm", "stderr"]
         assert len(frame) == result.norms.numel()
         assert frame.token.iloc[1] == result.str_tokens[1]
-        ax = result.plot()
+        ax = result.plot().axes[0]
         assert len(ax.lines) == len(result.points)
-        assert result.plot(kind="heatmap").images
-        assert len(result.plot(points=["final"]).lines) == 1
+        assert result.plot(kind="heatmap").axes[0].images
+        assert len(result.plot(points=["final"]).axes[0].lines) == 1
     assert result.point_index(-1) == 1 and result.point_index("final") == 2
     with pytest.raises(KeyError):
         result.point_index(5)

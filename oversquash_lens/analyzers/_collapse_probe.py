@@ -20,6 +20,7 @@ from .._checks import require_int
 from .._types import Tokens
 from ..precision import FormatLike, get_format
 from ..results import Provenance, Result
+from ..results._describe import short_point
 from ._base import Analyzer, RunRecord
 from ._collapse_math import METRICS, compare_in_format, distances
 
@@ -52,6 +53,15 @@ class Representations(Result):
     logits: Float[Tensor, "batch kept vocab"]
     tokens: Tokens | None
     provenance: Provenance
+
+    def headline(self) -> str:
+        """What was kept."""
+        return (
+            f"{self.residual.shape[0]} run(s), positions {list(self.positions)[:6]}"
+            f"{'…' if len(self.positions) > 6 else ''}, {len(self.points)} residual points"
+            f", heads of {len(self.head_layers)} layers, logits "
+            f"{'kept' if self.logits.shape[-1] else 'not kept'}"
+        )
 
     def index_of(self, position: int) -> int:
         """Index into the kept axis of an absolute (or negative, from the end) position."""
@@ -94,6 +104,21 @@ class PairComparison(Result):
     argmax_a: int
     argmax_b: int
     provenance: Provenance
+
+    def headline(self) -> str:
+        """The y_n comparison (the last residual point when there is no final norm)."""
+        k = next(
+            (i for i, p in enumerate(self.points) if short_point(p) == "y_n"),
+            len(self.points) - 1,
+        )
+        same = "identical" if bool(self.bitwise_equal[k]) else "different"
+        line = (
+            f"at {short_point(self.points[k])}: L∞ {float(self.distances[k, 2]):.4g}, "
+            f"{same} in {self.format} ({float(self.ulps[k]):.4g} ULPs)"
+        )
+        if self.argmax_a >= 0:
+            line += f"; next token {'same' if self.argmax_a == self.argmax_b else 'differs'}"
+        return line
 
     def to_dataframe(self) -> Any:
         """One row per point: the four distances and the format comparison."""

@@ -14,7 +14,7 @@ from ..results import Provenance, Result
 from ..theory import InverseLawFit, fit_inverse_law
 from ._collapse_math import METRICS, first_stable
 
-Criterion = Literal["bits", "epsilon", "argmax"]
+Criterion = Literal["bits", "epsilon", "eps", "argmax"]
 BF16_EPS, FP16_EPS = 2.0**-7, 2.0**-10
 
 
@@ -42,6 +42,16 @@ class CollapseLength:
     predicted: float | None
     reference: str | None
     fit: InverseLawFit | None
+
+    def __repr__(self) -> str:
+        measured = "never (within the lengths measured)" if self.measured is None else self.measured
+        predicted = "no fit" if self.predicted is None else f"{self.predicted:.4g}"
+        if self.fit is not None:
+            predicted += f" (fit on {self.reference}: slope {self.fit.slope:.2f})"
+        return (
+            f"CollapseLength({self.precision}, criterion {self.criterion!r}, at {self.point}: "
+            f"measured={measured}, predicted={predicted})"
+        )
 
 
 @dataclass
@@ -151,9 +161,15 @@ class CollapseResult(Result):
 
         Args:
             precision: A measured precision label.
-            criterion: ``"bits"``, ``"epsilon"`` or ``"argmax"``.
+            criterion: ``"bits"``, ``"epsilon"`` (or ``"eps"``) or ``"argmax"``.
             point: Point name or index (default y_n; ignored for ``"argmax"``).
+
+        Returns:
+            A :class:`CollapseLength`: the length is ``.measured`` (None: the pair never
+            stays collapsed within the lengths measured), the 1/ε prediction
+            ``.predicted``.
         """
+        criterion = "epsilon" if criterion == "eps" else criterion
         p, k = self.precision_index(precision), self.point_index(point)
         fmt = get_format(self.formats[p])
         if criterion == "bits":
@@ -165,7 +181,9 @@ class CollapseResult(Result):
                 raise ValueError("the logits were not kept: rerun with logits")
             flags = self.argmax_a[p] == self.argmax_b[p]
         else:
-            raise ValueError(f"criterion must be 'bits', 'epsilon' or 'argmax', got {criterion!r}")
+            raise ValueError(
+                f"criterion must be 'bits', 'epsilon' (or 'eps') or 'argmax', got {criterion!r}"
+            )
         index = first_stable(flags)
         reference = self._most_precise()
         fit = None
@@ -193,6 +211,21 @@ class CollapseResult(Result):
         return max(range(len(widths)), key=lambda i: widths[i]) if widths else None
 
     # ------------------------------------------------------------------ tables
+    def headline(self) -> str:
+        """Per precision: from which k y_n is bit-identical, and the smallest L∞ there."""
+        span = f"{self.lengths[0]}..{self.lengths[-1]}" if self.lengths else "none"
+        lines = [f"{self.family}, {len(self.lengths)} lengths {span}, {self.mode} mode"]
+        k = self.point_index(None) if names.FINAL_NORM in self.points else len(self.points) - 1
+        for p, label in enumerate(self.precisions):
+            found = self.collapse_length(label, "bits", point=k).measured
+            when = "never bit-identical" if found is None else f"bit-identical from k = {found}"
+            low = float(torch.nan_to_num(self.distances[p, :, k, 2], nan=math.inf).min())
+            lines.append(
+                f"{label}: y_n {when}; smallest L∞ {low:.3g} "
+                f"(ε = {get_format(self.formats[p]).epsilon:.3g})"
+            )
+        return "\n".join(lines)
+
     def to_dataframe(self) -> Any:
         """Long table: one row per (precision, length, point).
 
@@ -271,11 +304,13 @@ class CollapseResult(Result):
         """The paper's Fig 5: distance against length on a log axis.
 
         By default the per-head distances of the last layer (mean over heads, min–max
-        band), with dashed lines at 2^-7 (bf16 epsilon) and 2^-10 (fp16 epsilon) and the
-        noise floor shaded. ``layer=None`` plots a residual point instead (``point``).
+        band with its edges drawn), with dashed lines at 2^-7 (bf16 epsilon) and 2^-10
+        (fp16 epsilon) and the noise floor shaded; a floor that is 0 at every length is
+        said in words instead (a band at 0 cannot show on a log axis). Markers are drawn
+        only up to 40 lengths. ``layer=None`` plots a residual point instead (``point``).
 
         Returns:
-            The matplotlib Axes.
+            The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
 
@@ -286,9 +321,12 @@ class CollapseResult(Result):
                 _, ax = plt.subplots(figsize=(6, 4))
             j = METRICS.index(metric)
             x = list(self.lengths)
+            # a marker per length only while they stay apart; 1000 markers make a blob
+            marker = {"marker": "o", "markersize": 4} if len(x) <= 40 else {}
             chosen = precisions if precisions is not None else list(self.precisions)
             use_heads = layer is not None and len(self.head_layers) > 0
             plotted: list[Tensor] = []
+            zero_floor: list[str] = []
             for label in chosen:
                 p = self.precision_index(label)
                 if use_heads:
@@ -297,27 +335,47 @@ class CollapseResult(Result):
                     mean, low, high = values.mean(-1), values.amin(-1), values.amax(-1)
                     plotted += [low, high]
                     noise = self.head_noise[p, :, li, :, j].amax(-1)
-                    line = ax.plot(x, mean.numpy(), marker="o", label=f"{label} (mean over heads)")
-                    ax.fill_between(
-                        x, low.numpy(), high.numpy(), alpha=0.2, color=line[0].get_color()
+                    line = ax.plot(
+                        x, mean.numpy(), label=f"{label} (mean over heads)", zorder=3, **marker
                     )
+                    colour = line[0].get_color()
+                    # every band translucent under every line, its edges drawn thin, so
+                    # one precision's band never hides another's
+                    ax.fill_between(
+                        x, low.numpy(), high.numpy(), alpha=0.12, color=colour, zorder=1
+                    )
+                    for edge in (low, high):
+                        ax.plot(x, edge.numpy(), color=colour, linewidth=0.6, alpha=0.7, zorder=2)
                     what = f"layer {self.head_layers[li]} heads"
                 else:
                     k = self.point_index(point)
                     mean = self.distances[p, :, k, j]
                     noise = self.noise[p, :, k, j]
-                    line = ax.plot(x, mean.numpy(), marker="o", label=label)
+                    ax.plot(x, mean.numpy(), label=label, zorder=3, **marker)
                     plotted.append(mean)
                     what = self.points[k]
-                finite = torch.nan_to_num(noise, nan=0.0).clamp_min(1e-300)
+                finite = torch.nan_to_num(noise, nan=0.0)
+                if not bool((finite > 0).any()):  # a band at 0 is invisible on a log axis
+                    zero_floor.append(label)
+                    continue
                 ax.fill_between(
                     x,
                     1e-300,
-                    finite.numpy(),
+                    finite.clamp_min(1e-300).numpy(),
                     alpha=0.15,
                     color="grey",
                     hatch="//",
-                    label="noise floor" if label == chosen[0] else None,
+                    zorder=0,
+                    label=f"noise floor ({label})",
+                )
+            if zero_floor:
+                ax.text(
+                    0.02,
+                    0.03,
+                    f"noise floor: 0 at every length ({', '.join(zero_floor)})",
+                    transform=ax.transAxes,
+                    fontsize=7,
+                    color="dimgrey",
                 )
             precision_lines(ax, ["bfloat16", "float16"])
             log_axes(ax, x=True, y=True)
@@ -330,4 +388,4 @@ class CollapseResult(Result):
             top = max(float(positive.max()) * 3 if positive.numel() else 1.0, BF16_EPS * 3)
             bottom = min(float(positive.min()) / 10 if positive.numel() else 1e-6, FP16_EPS / 3)
             ax.set_ylim(max(bottom, 1e-16), top)
-            return ax
+            return ax.figure

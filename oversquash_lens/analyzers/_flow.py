@@ -25,6 +25,7 @@ from torch import Tensor
 from .. import _hooknames as names
 from .._types import Tokens
 from ..results import Provenance, Result
+from ..results._describe import short_point
 from ._path_result import PathResult
 from ._ranks import kendall, spearman
 from ._sensitivity_result import SensitivityResult
@@ -202,6 +203,20 @@ class FlowResult(Result):
         return self.points.index(point)
 
     # ---------------------------------------------------------------- tables
+    def headline(self) -> str:
+        """Spearman ρ of every proxy against the full measurement at the last point."""
+        k = len(self.points) - 1
+        measured = self.measure("full")[0, k]
+        rhos = ", ".join(
+            f"{method} {float(spearman(measured, self.proxies[p, 0, k])):.2f}"
+            for p, method in enumerate(self.proxy_methods)
+        )
+        return (
+            f"{len(self.str_tokens) or self.proxies.shape[-1]} tokens, measures "
+            f"{', '.join(self.measures)}; at {short_point(self.points[k])} "
+            f"Spearman ρ(proxy, full): {rhos}"
+        )
+
     def agreement(self, row: int = 0) -> Any:
         """Which proxy explains which measurement, per point (batch row ``row``).
 
@@ -286,7 +301,11 @@ class FlowResult(Result):
 
     # ---------------------------------------------------------------- figures
     def plot_profile(self, ax: Any = None, *, point: int | str | None = None, row: int = 0) -> Any:
-        """Measurements and proxies over positions (each scaled to sum 1), log scale."""
+        """Measurements and proxies over positions (each scaled to sum 1), log scale.
+
+        Returns:
+            The matplotlib Figure (the one the axes belong to, when given).
+        """
         import matplotlib.pyplot as plt
 
         from ..render._style import log_axes, style
@@ -311,10 +330,14 @@ class FlowResult(Result):
                 f"{float(self.spearman[row, k]):.2f}"
             )
             ax.legend(fontsize="small")
-            return ax
+            return ax.figure
 
     def plot_heatmap(self, axes: Any = None, *, row: int = 0) -> Any:
-        """Layer × position heatmaps (log10): full sensitivity and the first proxy."""
+        """Layer × position heatmaps (log10): full sensitivity and the first proxy.
+
+        Returns:
+            The matplotlib Figure (the one the axes belong to, when given).
+        """
         import matplotlib.pyplot as plt
 
         from ..render._style import style
@@ -334,10 +357,14 @@ class FlowResult(Result):
                 ax.set_title(title)
                 ax.figure.colorbar(image, ax=ax)
                 ax.grid(False)  # no grid over an image
-            return axes
+            return axes[0].figure
 
     def plot_agreement(self, ax: Any = None, *, measure: str = "full", row: int = 0) -> Any:
-        """Spearman ρ of every proxy against one measurement, by depth."""
+        """Spearman ρ of every proxy against one measurement, by depth.
+
+        Returns:
+            The matplotlib Figure (the one the axes belong to, when given).
+        """
         import matplotlib.pyplot as plt
 
         from ..render._style import style
@@ -355,10 +382,14 @@ class FlowResult(Result):
             ax.set_ylabel(f"Spearman ρ vs {measure} sensitivity")
             ax.set_title("which proxy ranks the positions like the measurement")
             ax.legend(fontsize="small")
-            return ax
+            return ax.figure
 
     def plot_scatter(self, ax: Any = None, *, point: int | str | None = None, row: int = 0) -> Any:
-        """The first proxy against measured sensitivity, log-log, one dot per position."""
+        """The first proxy against measured sensitivity, log-log, one dot per position.
+
+        Returns:
+            The matplotlib Figure (the one the axes belong to, when given).
+        """
         import matplotlib.pyplot as plt
 
         from ..render._style import log_axes, style
@@ -375,7 +406,7 @@ class FlowResult(Result):
             ax.set_xlabel(f"{self.path_method}")
             ax.set_ylabel("measured sensitivity")
             ax.set_title(f"{_short(self.points[k])}: Spearman {float(self.spearman[row, k]):.2f}")
-            return ax
+            return ax.figure
 
     def plot(self, *, point: int | str | None = None) -> Any:
         """Profiles, rank agreement by depth, heatmaps and scatter in one figure.

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .._types import HeadPathWeights, HeadScale, LayerPathWeights, LayerValues, PathWeights, Tokens
 from ..results import Provenance, Result
+from ..results._describe import share_line
 from ._path_math import path_summary
 
 PATH_METHODS = ("bound", "rollout", "context", "value", "flow", "certified")
@@ -137,6 +138,13 @@ class PathResult(Result):
             )
         return self.weights * self.constant[None, :, None]
 
+    def headline(self) -> str:
+        """Where the last layer's path weight lies (batch row 0)."""
+        return (
+            f"{self.method} path weights to the last of {self.n_positions} tokens through "
+            f"{self.n_layers} layers; after the last layer {share_line(self.weights[0, -1])}"
+        )
+
     def summary(self) -> Any:
         """Per-layer summary statistics of the path-weight profile (as shares of the total).
 
@@ -228,7 +236,7 @@ class PathResult(Result):
             ax: Matplotlib Axes to draw into.
 
         Returns:
-            The matplotlib Axes.
+            The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
 
@@ -270,7 +278,7 @@ class PathResult(Result):
                 ax.legend(fontsize="small")
             ax.set_xlabel("input position i")
             ax.set_title(f"{self.provenance.model_name}: {self.method} paths to the last token")
-            return ax
+            return ax.figure
 
     def _default_layers(self) -> list[int]:
         count = min(5, self.n_layers)

@@ -8,6 +8,7 @@ import torch
 from .._checks import require_int, require_position
 from .._types import PointNorms, Residual, ResidualAtPos, Tokens
 from ..results import Provenance, Result
+from ..results._describe import short_point
 from ._base import Analyzer, RunRecord, as_float64, last_position
 
 if TYPE_CHECKING:
@@ -39,6 +40,15 @@ class ResidualNormsResult(Result):
                 f"norms must be [batch, {len(self.points)}], got {tuple(self.norms.shape)}"
             )
 
+    def headline(self) -> str:
+        """The first and last point's norm of row 0."""
+        first, last = float(self.norms[0, 0]), float(self.norms[0, -1])
+        return (
+            f"‖residual[{self.position}]‖₂ at {len(self.points)} points: {first:.4g} at "
+            f"{short_point(self.points[0])} → {last:.4g} at {short_point(self.points[-1])}"
+            + (f" (row 0 of {self.norms.shape[0]})" if self.norms.shape[0] > 1 else "")
+        )
+
     def to_dataframe(self) -> Any:
         """Long table: one row per (batch row, point).
 
@@ -58,7 +68,7 @@ class ResidualNormsResult(Result):
         """Norm against layer, one line per batch row.
 
         Returns:
-            The matplotlib Axes.
+            The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
 
@@ -76,7 +86,7 @@ class ResidualNormsResult(Result):
             ax.set_title(self.provenance.model_name)
             if self.norms.shape[0] > 1:
                 ax.legend()
-            return ax
+            return ax.figure
 
 
 class ResidualNorms(Analyzer):

@@ -7,6 +7,7 @@ import torch
 
 from .._types import SensitivityNorms, Tokens
 from ..results import Provenance, Result
+from ..results._describe import share_line, short_point
 
 METHODS = ("exact", "hutchinson", "power")
 NORMS = ("fro", "spectral")
@@ -98,6 +99,15 @@ class SensitivityResult(Result):
             raise KeyError(f"{point!r} is not among this result's points {list(self.points)}")
         return self.points.index(name)
 
+    def headline(self) -> str:
+        """Where the last point's sensitivity lies (batch row 0)."""
+        symbol = "Frobenius" if self.norm == "fro" else "spectral"
+        return (
+            f"{self.method} {symbol} norms of ∂h_n/∂x_i, {self.attention} attention, "
+            f"{len(self.points)} points × {self.norms.shape[-1]} positions\n"
+            f"at {short_point(self.points[-1])}: {share_line(self.norms[0, -1])}"
+        )
+
     def to_dataframe(self) -> Any:
         """Long table: one row per (batch row, point, input position).
 
@@ -146,7 +156,7 @@ class SensitivityResult(Result):
                 and the last.
 
         Returns:
-            The matplotlib Axes.
+            The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
         from matplotlib.colors import LogNorm
@@ -172,7 +182,7 @@ class SensitivityResult(Result):
                 ax.figure.colorbar(image, ax=ax, label=symbol)
                 ax.grid(False)  # no grid over an image
                 ax.set_title(title)
-                return ax
+                return ax.figure
             chosen = (
                 self._default_points() if points is None else [self.point_index(p) for p in points]
             )
@@ -190,7 +200,7 @@ class SensitivityResult(Result):
             ax.set_ylabel(symbol)
             ax.set_title(title)
             ax.legend(fontsize="small")
-            return ax
+            return ax.figure
 
     def _default_points(self) -> list[int]:
         n = len(self.points)

@@ -19,6 +19,7 @@ from ._components import flow_tokens as flow_tokens
 from ._components import proxy_tokens as proxy_tokens
 from ._page import Component as Component
 from ._page import Html as Html
+from ._page import Page as Page
 from ._page import Rendered as Rendered
 from ._page import bundle as bundle
 from ._page import element_ids as element_ids
@@ -31,6 +32,7 @@ from ._style import style as style
 __all__ = [
     "Component",
     "Html",
+    "Page",
     "Rendered",
     "attention_heads",
     "bundle",

@@ -282,6 +282,18 @@ def _number(value: float) -> str:
     return "nan" if value != value else f"{value:.4g}"
 
 
+ULP_NOTE = (
+    "ULPs count the numbers representable in the format between the two values, at the "
+    "element where they are furthest apart. An element near zero that changes sign spans "
+    "every tiny number in between: about 2·10^9 ULPs in float32, 3·10^4 in bfloat16, even "
+    "when the values differ by 10^-3. Read the ULPs with the distance beside them."
+)
+V0_NOTE = (
+    "v(0) is the embedding of the last input token: A and B end in the same token, so it is "
+    "identical by construction; that is not a collapse."
+)
+
+
 def collapse_pair(
     result: CollapseResult | PairComparison,
     k: int | None = None,
@@ -300,19 +312,30 @@ def collapse_pair(
         precision: Precision label (default: the result's first).
         metric: ``"l1"``, ``"l2"``, ``"linf"`` or ``"cosine"``.
         tokens: The token strings of A_k and B_k, shown with the positions where they
-            differ highlighted (e.g. ``adapter.to_str_tokens(pair.a)``); omitted if None.
+            differ highlighted; omitted if None. Build them from the family's pair:
+            ``p = family.pair(model, k)`` then
+            ``(model.to_str_tokens(p.a), model.to_str_tokens(p.b))``. Token ids are refused.
         title: Heading.
 
     Returns:
         A :class:`Rendered` view: the two sequences (``ColoredTokens``) and a table of the
-        distance at every point v(0)..v(L), y_n and logits.
+        distance at every point v(0)..v(L), y_n and logits, with the ULP distance and what
+        it means beside it.
+
+    Raises:
+        TypeError: If ``tokens`` is not two sequences of strings (e.g. token ids).
 
     Example:
         >>> import oversquash_lens as osl
         >>> from oversquash_lens import render, tasks
         >>> model = osl.load_model("tiny-gpt2")
-        >>> result = osl.collapse(model, tasks.ones(), [2, 4], ["float32"], progress=False)
-        >>> render.collapse_pair(result, 4).title
+        >>> family = tasks.ones()
+        >>> result = osl.collapse(model, family, [2, 4], ["float32"], progress=False)
+        >>> p = family.pair(model, 4)
+        >>> view = render.collapse_pair(
+        ...     result, 4, tokens=(model.to_str_tokens(p.a), model.to_str_tokens(p.b))
+        ... )
+        >>> view.title
         'repeated_last: k = 4, float32'
     """
     if metric not in METRICS:
@@ -324,13 +347,13 @@ def collapse_pair(
         p = result.precision_index(precision if precision is not None else result.precisions[0])
         i = result.lengths.index(k)
         distances, noise = result.distances[p, i, :, j], result.noise[p, i, :, j]
-        equal, ratio = result.bitwise_equal[p, i], result.eps_ratio[p, i]
+        equal, ratio, ulps = result.bitwise_equal[p, i], result.eps_ratio[p, i], result.ulps[p, i]
         argmax = (int(result.argmax_a[p, i]), int(result.argmax_b[p, i]))
         points, fmt = result.points, result.formats[p]
         heading = f"{result.family}: k = {k}, {result.precisions[p]}"
     elif isinstance(result, PairComparison):
         distances, noise = result.distances[:, j], None
-        equal, ratio = result.bitwise_equal, result.eps_ratio
+        equal, ratio, ulps = result.bitwise_equal, result.eps_ratio, result.ulps
         argmax, points, fmt = (result.argmax_a, result.argmax_b), result.points, result.format
         heading = f"pair comparison, {fmt}"
     else:
@@ -339,7 +362,7 @@ def collapse_pair(
         )
     parts: list[Part] = []
     if tokens is not None:
-        a, b = [str(t) for t in tokens[0]], [str(t) for t in tokens[1]]
+        a, b = _token_strings(tokens)
         for label, mine, other in (("A", a, b), ("B", b, a)):
             differs = [float(i >= len(other) or t != other[i]) for i, t in enumerate(mine)]
             parts.append(
@@ -359,22 +382,52 @@ def collapse_pair(
                     },
                 )
             )
-    header = ["point", f"{metric} distance", f"bitwise equal in {fmt}", f"{metric} / ε({fmt})"]
+    header = [
+        "point",
+        f"{metric} distance",
+        f"bitwise equal in {fmt}",
+        f"{metric} / ε({fmt})",
+        f"largest distance in ULPs of {fmt} (see below)",
+    ]
     if noise is not None:
         header.insert(2, "noise floor")
     rows = []
     for index, point in enumerate(points):
-        row = [_short(point), _number(float(distances[index]))]
+        label = _short(point)
+        row = [label + (" (last token's embedding)" if label == "v(0)" else "")]
+        row.append(_number(float(distances[index])))
         if noise is not None:
             row.append(_number(float(noise[index])))
         row += ["yes" if bool(equal[index]) else "no", _number(float(ratio[index]))]
+        row.append(_number(float(ulps[index])))
         rows.append(row)
     parts.append(_table(header, rows))
+    notes = [ULP_NOTE] + ([V0_NOTE] if any(_short(p) == "v(0)" for p in points) else [])
+    parts.append(Html("".join(f'<p class="osl-note">{html.escape(n)}</p>' for n in notes)))
     caption = (
         f"Distance between the last-token representations of A and B at each point; next "
         f"token argmax A/B: {argmax[0]}/{argmax[1]} (-1: logits not kept)."
     )
     return Rendered(title or heading, parts, caption)
+
+
+def _token_strings(tokens: Any) -> tuple[list[str], list[str]]:
+    """The two token-string lists of ``tokens``, refusing ids and anything else."""
+    hint = (
+        "tokens must be two lists of token strings, e.g. p = family.pair(model, k); "
+        "tokens=(model.to_str_tokens(p.a), model.to_str_tokens(p.b))"
+    )
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence) or len(tokens) != 2:
+        raise TypeError(f"{hint}; got {type(tokens).__name__}")
+    out: list[list[str]] = []
+    for side in tokens:
+        if isinstance(side, str) or not isinstance(side, Sequence):
+            raise TypeError(f"{hint}; got {type(side).__name__} (token ids?)")
+        bad = [t for t in side if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"{hint}; got {type(bad[0]).__name__} items (token ids?)")
+        out.append(list(side))
+    return out[0], out[1]
 
 
 def _short(point: str) -> str:

@@ -192,19 +192,22 @@ class Rendered:
     parts: list[Part] = field(default_factory=list)
     caption: str = ""
 
-    def fragment(self, ids: IdSpec = None) -> str:
+    def fragment(self, ids: IdSpec = None, *, heading: bool = True) -> str:
         """The view's HTML body fragment, WITHOUT the bundle (for composing pages).
 
         Args:
             ids: Element ids: a prefix (``"v"`` gives ``v-0``, ``v-1``...), an iterator of
                 ids (share one across the views of a page so ids stay unique), or None for
                 ids from a process-wide counter (``osl-N``).
+            heading: Start with the view's title as an ``<h3>``.
 
         Returns:
             HTML that needs the bundle loaded before it (see :func:`page`).
         """
         source = _id_source(ids)
-        out = ['<section class="osl-view">', f"<h3>{html.escape(self.title)}</h3>"]
+        out = ['<section class="osl-view">']
+        if heading:
+            out.append(f"<h3>{html.escape(self.title)}</h3>")
         if self.caption:
             out.append(f'<p class="osl-caption">{html.escape(self.caption)}</p>')
         for part in self.parts:
@@ -227,7 +230,7 @@ class Rendered:
 
     def html(self) -> str:
         """A complete offline HTML page with this view alone (ids ``osl-0``...)."""
-        return page([self], title=self.title)
+        return page_html([self], title=self.title)
 
     def save_html(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`html` to ``path`` (``.html`` appended if missing), atomically.
@@ -235,16 +238,62 @@ class Rendered:
         Returns:
             The path written.
         """
-        target = Path(path)
-        if target.suffix.lower() not in (".html", ".htm"):
-            target = target.with_name(target.name + ".html")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, self.html().encode("utf-8"))
-        return target
+        return _save_html(path, self.html())
 
     def __repr__(self) -> str:
         names = [p.name for p in self.parts if isinstance(p, Component)]
         return f"Rendered(title={self.title!r}, components={names})"
+
+
+@dataclass
+class Page:
+    """Several views and HTML pieces on one page, the circuitsvis bundle inlined once.
+
+    Made by :func:`page`; shows itself in Jupyter / VS Code like a single view does, and
+    saves as one complete offline page.
+
+    Attributes:
+        views: :class:`Rendered` views, or strings that are already-safe HTML fragments.
+        title: The page title (escaped when rendered).
+    """
+
+    views: list["Rendered | str"]
+    title: str
+
+    def html(self) -> str:
+        """The complete offline HTML page (element ids ``osl-0``, ``osl-1``... in order)."""
+        return page_html(self.views, title=self.title)
+
+    def save_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`html` to ``path`` (``.html`` appended if missing), atomically.
+
+        Returns:
+            The path written.
+        """
+        return _save_html(path, self.html())
+
+    def _repr_html_(self) -> str:
+        """The views for a notebook cell: the bundle once, ids unique in the notebook."""
+        ids = _id_source(None)
+        body = [v if isinstance(v, str) else v.fragment(ids) for v in self.views]
+        title = f"<h2>{html.escape(self.title)}</h2>"
+        return "\n".join(["<div>", f"<script>{bundle()}</script>", title, *body, "</div>"])
+
+    def __str__(self) -> str:
+        return self.html()
+
+    def __repr__(self) -> str:
+        kinds = [v.title if isinstance(v, Rendered) else "html" for v in self.views]
+        return f"Page(title={self.title!r}, views={kinds})"
+
+
+def _save_html(path: str | os.PathLike[str], text: str) -> Path:
+    target = Path(path)
+    if target.suffix.lower() not in (".html", ".htm"):
+        target = target.with_name(target.name + ".html")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, text.encode("utf-8"))
+    return target
 
 
 def _id_source(ids: IdSpec) -> Iterator[str]:
@@ -261,6 +310,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.
 section.osl-view { margin: 1.5em 0 2.5em; }
 section.osl-view h3 { margin-bottom: 0.3em; }
 p.osl-caption { color: #555; margin-top: 0; font-size: 0.92em; }
+p.osl-note { color: #555; font-size: 0.85em; max-width: 60em; }
 table.osl-table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
 table.osl-table td, table.osl-table th { border: 1px solid #ddd; padding: 2px 8px;
        text-align: right; font-variant-numeric: tabular-nums; }
@@ -269,11 +319,8 @@ table.osl-table th { background: #f4f4f4; }
 """.strip()
 
 
-def page(views: Sequence["Rendered | str"], *, title: str) -> str:
-    """One complete offline HTML page: the bundle inlined once, then every view.
-
-    Element ids are ``osl-0``, ``osl-1``... in page order, so the same views give the
-    same page.
+def page(views: Sequence["Rendered | str"], *, title: str) -> Page:
+    """Many views on one page: the bundle inlined once, then every view.
 
     Args:
         views: :class:`Rendered` views, or strings that are already-safe HTML fragments
@@ -281,17 +328,28 @@ def page(views: Sequence["Rendered | str"], *, title: str) -> str:
         title: The page title (escaped).
 
     Returns:
-        The HTML text.
+        A :class:`Page`, a view like the others: it displays in a notebook,
+        ``save_html(path)`` writes it, ``html()`` (or ``str(page)``) is the HTML text.
 
     Example:
         >>> from oversquash_lens import render
         >>> view = render.colored_tokens(["<bos>", "1"], [0.5, 1.0])
-        >>> text = render.page([view, "<p>done</p>"], title="demo")
+        >>> text = render.page([view, "<p>done</p>"], title="demo").html()
         >>> text.count("CircuitsVis.render("), text.count("<p>done</p>")
         (1, 1)
     """
+    return Page(list(views), title)
+
+
+def page_html(views: Sequence["Rendered | str"], *, title: str) -> str:
+    """The complete offline HTML page of :func:`page`, as text.
+
+    Element ids are ``osl-0``, ``osl-1``... in page order, so the same views give the
+    same page.
+    """
     ids = element_ids("osl")
-    body = [v if isinstance(v, str) else v.fragment(ids) for v in views]
+    # a view titled like the page is not headed twice (a view saved on its own)
+    body = [v if isinstance(v, str) else v.fragment(ids, heading=v.title != title) for v in views]
     return "\n".join(
         [
             "<!DOCTYPE html>",

@@ -173,9 +173,9 @@ def assemble(title: str, parts: Sequence[Any]) -> str:
         >>> "<h2>x</h2>" in assemble("t", ["<h2>x</h2>"])
         True
     """
-    from ..render import page
+    from ..render._page import page_html
 
-    return page([f"<style>{STYLE}</style>", *parts], title=title)
+    return page_html([f"<style>{STYLE}</style>", *parts], title=title)
 
 
 def report_page(

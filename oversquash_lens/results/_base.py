@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .._errors import ResultFileError
+from ._describe import describe_fields, result_repr
 from ._provenance import Provenance
 
 FORMAT_VERSION = 2  # 2: tensors of numpy-less dtypes as raw bits ("raw_bits")
@@ -42,7 +43,11 @@ class Result:
     """Base for every result dataclass.
 
     Subclasses are dataclasses whose fields are tensors, JSON-compatible values, or a
-    :class:`Provenance` named ``provenance``. Tensors are stored detached on the CPU.
+    :class:`Provenance` named ``provenance``. Tensors are stored detached on the CPU,
+    whatever pass produced them (one with gradients, on a GPU).
+
+    Every result prints as a few lines (:meth:`headline` and its fields, never the
+    tensors' contents) and lists its fields with their meaning in :meth:`describe`.
     """
 
     result_type: ClassVar[str] = "Result"
@@ -51,6 +56,40 @@ class Result:
         super().__init_subclass__(**kwargs)
         cls.result_type = cls.__name__
         _RESULT_TYPES[cls.__name__] = cls
+        own = cls.__dict__.get("__post_init__")
+        if own is not None:  # detach first, whatever the subclass then checks
+            cls.__post_init__ = _detaching(own)  # type: ignore[method-assign]
+        if "__repr__" not in cls.__dict__:
+            # @dataclass adds its own __repr__ (every tensor printed in full) only when the
+            # class defines none; giving it ours here keeps every result's repr short.
+            cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
+
+    def __repr__(self) -> str:
+        return result_repr(self, self.headline())
+
+    def headline(self) -> str:
+        """The result's headline numbers in a line or two (what ``repr`` shows first)."""
+        return ""
+
+    def describe(self) -> Any:
+        """Every field, its value in short and what it means.
+
+        Returns:
+            ``pandas.DataFrame`` with columns field, value, meaning (from the class's
+            documentation).
+
+        Example:
+            >>> import oversquash_lens as osl
+            >>> model = osl.load_model("tiny-gpt2")
+            >>> with osl.attach(model, osl.ResidualNorms()) as rec:
+            ...     _ = model(model.to_tokens("1 2"))
+            >>> rec.result("ResidualNorms").describe()["field"].tolist()
+            ['norms', 'points', 'position', 'tokens', 'provenance']
+        """
+        return describe_fields(self)
+
+    def __post_init__(self) -> None:
+        _detach_fields(self)
 
     def _fields(self) -> list[dataclasses.Field[Any]]:
         return list(dataclasses.fields(self))  # type: ignore[arg-type]
@@ -283,6 +322,27 @@ def _unreadable(source: Path, why: str) -> ResultFileError:
 
 
 # ---------------------------------------------------------------------- JSON fields
+def _detach_fields(result: Any) -> None:
+    """Store every tensor field detached from autograd and on the CPU.
+
+    A result computed from a pass with gradients (an attach block with
+    ``osl.Sensitivity``, say) would otherwise keep a graph alive and refuse ``numpy()``.
+    """
+    for fld in dataclasses.fields(result):
+        value = getattr(result, fld.name)
+        if isinstance(value, torch.Tensor) and (value.requires_grad or value.device.type != "cpu"):
+            object.__setattr__(result, fld.name, value.detach().cpu())
+
+
+def _detaching(post_init: Any) -> Any:
+    def post_init_detached(self: Any) -> None:
+        _detach_fields(self)
+        post_init(self)
+
+    post_init_detached.__wrapped__ = post_init  # type: ignore[attr-defined]
+    return post_init_detached
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
