@@ -319,6 +319,7 @@ class SeparatorSearch(Result):
         apart: ``[spacing, length]`` the criterion holds at that length.
         best: The largest spacing that keeps every length apart (None: no spacing does).
         provenance: Where the numbers came from.
+        extra: Anything else the search recorded (JSON).
     """
 
     task: str

@@ -38,7 +38,8 @@ print(f"model={opts.model} fast={opts.fast} out={opts.out}")
 #
 # Deterministic tasks give the same prompt for every sample, so one greedy sample per
 # length is enough. `BehaviourResult.accuracy()` is a table per length;
-# `failure_length()` the first length where accuracy drops below one half. The prompts
+# `failure_length()` is N*, the shortest length from which every longer one scores below
+# one half (a dip that later lengths recover from does not count). The prompts
 # go through the tokenizer's chat template where it has one (SmolLM2-Instruct does).
 
 # %%

@@ -300,7 +300,7 @@ def collapse_pair(
     *,
     precision: str | None = None,
     metric: str = "linf",
-    tokens: tuple[Sequence[str], Sequence[str]] | None = None,
+    tokens: Any = None,  # two sequences of str, checked here to say what to pass instead
     title: str | None = None,
 ) -> Rendered:
     """The two sequences of a pair and how far apart their last tokens are, per point.

@@ -156,3 +156,46 @@ def describe_fields(result: Any) -> Any:
         for fld in dataclasses.fields(result)
     ]
     return pd.DataFrame(rows, columns=["field", "value", "meaning"])
+
+
+def fields_markdown(classes: list[type]) -> str:
+    """A Markdown page: for each result class, its summary line and a table of its fields.
+
+    The page ``docs/results.md`` is this text (a test keeps it current).
+    """
+    lines = [
+        "# What each result holds",
+        "",
+        "Every analysis returns one of these dataclasses. `print(result)` shows its headline",
+        "numbers, `result.describe()` this table, `result.to_dataframe()` the numbers.",
+        "This page is generated from the classes' own documentation",
+        "(`python scripts/results_page.py > docs/results.md`).",
+    ]
+    for cls in classes:
+        summary = (inspect.getdoc(cls) or "").splitlines()[0]
+        lines += [
+            "",
+            f"## `{cls.__name__}`",
+            "",
+            summary,
+            "",
+            "| field | meaning |",
+            "| --- | --- |",
+        ]
+        docs = field_docs(cls)
+        for fld in dataclasses.fields(cls):
+            meaning = docs.get(fld.name, "").replace("|", "\\|")
+            lines.append(f"| `{fld.name}` | {meaning} |")
+    return "\n".join(lines) + "\n"
+
+
+def public_result_classes() -> list[type]:
+    """The result classes the package exports, in the order of its public API."""
+    import oversquash_lens as osl
+
+    from ._base import Result
+
+    exported = [getattr(osl, name) for name in osl.__all__]
+    return [
+        c for c in exported if isinstance(c, type) and issubclass(c, Result) and c is not Result
+    ]

@@ -1,0 +1,14 @@
+"""Print docs/results.md: every public result class and what each of its fields means.
+
+Usage::
+
+    .venv/bin/python scripts/results_page.py > docs/results.md
+
+The page is generated from the classes' ``Attributes:`` documentation; a test checks
+that the committed page is current.
+"""
+
+from oversquash_lens.results._describe import fields_markdown, public_result_classes
+
+if __name__ == "__main__":
+    print(fields_markdown(public_result_classes()), end="")
