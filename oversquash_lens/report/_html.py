@@ -167,7 +167,8 @@ def views(kind: str, *args: Any) -> list[Any]:
 def assemble(title: str, parts: Sequence[Any]) -> str:
     """The whole page: HTML strings and circuitsvis views, in order.
 
-    :func:`oversquash_lens.render.page` (as HTML text) builds it, with the circuitsvis bundle inlined once.
+    The HTML text of :func:`oversquash_lens.render.page`: the circuitsvis bundle inlined
+    once.
 
     Example:
         >>> "<h2>x</h2>" in assemble("t", ["<h2>x</h2>"])
