@@ -256,17 +256,30 @@ class BehaviourResult(Result):
         table = self.accuracy()
         return failure_length(table["k"].tolist(), table["accuracy"].tolist(), threshold)
 
-    def plot(self) -> Any:
+    def plot(self, *, axes: Any = None) -> Any:
         """Accuracy and mean absolute error against length, side by side.
 
+        Args:
+            axes: Two matplotlib Axes to draw into (a new figure if None).
+
         Returns:
-            The matplotlib Figure.
+            The matplotlib Figure (the one the axes belong to, when given).
         """
+        from .render._style import style
+
+        with style():
+            return self._plot(axes)
+
+    def _plot(self, axes: Any) -> Any:
         import matplotlib.pyplot as plt
 
         table = self.accuracy()
-        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-        left.plot(table["k"], table["accuracy"], marker="o")
+        if axes is None:
+            _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        left, right = axes
+        fig = left.figure
+        marker = {"marker": "o"} if len(table) <= 40 else {}
+        left.plot(table["k"], table["accuracy"], **marker)
         left.set_ylim(-0.05, 1.05)
         left.set_xlabel("length k")
         left.set_ylabel("accuracy")
@@ -274,8 +287,8 @@ class BehaviourResult(Result):
         if n_star is not None:
             left.axvline(n_star, color="grey", linestyle="--", label=f"N* = {n_star}")
             left.legend()
-        right.plot(table["k"], table["mean_abs_error"], marker="o", label="mean")
-        right.plot(table["k"], table["median_abs_error"], marker="x", label="median")
+        right.plot(table["k"], table["mean_abs_error"], label="mean", **marker)
+        right.plot(table["k"], table["median_abs_error"], label="median", linestyle="--")
         right.set_xlabel("length k")
         right.set_ylabel("absolute error (parsed answers)")
         right.legend()
@@ -291,20 +304,24 @@ class BehaviourResult(Result):
         """
         import matplotlib.pyplot as plt
 
+        from .render._style import style
+
         table = self.histogram(k)
         ks = sorted(set(table["k"].tolist()))
-        fig, axes = plt.subplots(1, len(ks), figsize=(3.2 * len(ks), 3), squeeze=False)
-        for ax, length in zip(axes[0], ks, strict=True):
-            part = table[table["k"] == length]
-            labels = ["none" if p is None else str(p) for p in part["parsed"]]
-            ax.bar(range(len(labels)), part["count"].tolist())
-            ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-            answers = {
-                a for kk, a in zip(self.k.tolist(), self.answer, strict=True) if kk == length
-            }
-            truth = ", ".join(sorted(answers)) if len(answers) <= 3 else "varies"
-            ax.set_title(f"k = {length} (truth {truth})", fontsize=9)
-            ax.set_xlabel("parsed answer")
-        axes[0][0].set_ylabel("count")
-        fig.tight_layout()
+        with style():
+            fig, axes = plt.subplots(1, len(ks), figsize=(3.2 * len(ks), 3), squeeze=False)
+            for ax, length in zip(axes[0], ks, strict=True):
+                part = table[table["k"] == length]
+                labels = ["none" if p is None else str(p) for p in part["parsed"]]
+                ax.bar(range(len(labels)), part["count"].tolist())
+                ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+                answers = {
+                    a for kk, a in zip(self.k.tolist(), self.answer, strict=True) if kk == length
+                }
+                truth = ", ".join(sorted(answers)) if len(answers) <= 3 else "varies"
+                ax.set_title(f"k = {length} (truth {truth})", fontsize=9)
+                ax.set_xlabel("parsed answer")
+                ax.grid(False, axis="x")
+            axes[0][0].set_ylabel("count")
+            fig.tight_layout()
         return fig

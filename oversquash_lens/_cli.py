@@ -133,8 +133,7 @@ def _save_plot(result: Any, folder: Path, stem: str, method: str = "plot") -> li
 
     from .report._report import _save_figure
 
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    getattr(result, method)(ax=ax)
+    fig = getattr(result, method)()  # every plot method returns its Figure
     paths = _save_figure(fig, folder / stem)
     plt.close(fig)
     return [str(p) for p in paths]
@@ -371,6 +370,7 @@ def _behaviour(args: Any) -> int:
     folder = _out_folder(args)
     if folder is not None:
         payload["files"] = [str(result.save(folder / "behaviour"))]
+        payload["files"] += _save_plot(result, folder, "behaviour")
     text = [f"{result.task_description}: accuracy per length, N* = {n_star}"]
     return _emit(args, payload, text + _table(rows))
 

@@ -65,7 +65,7 @@ emulate:float8_e4m3, emulate:e5m3) rounds the residual stream instead.
   oversquash-lens behaviour --model toy-copy --task copy_first --lengths 8,32,48,64
 """,
     "report": """examples:
-  oversquash-lens report --model smollm2-135m --out report/    # full suite, ~10 min on CPU
+  oversquash-lens report --model smollm2-135m --out report/    # full suite, ~7 min, 2 CPUs
   oversquash-lens report --model smollm2-135m --quick --out /tmp/report
   oversquash-lens report --model tiny-gpt2 --quick --precision float32,emulate:bfloat16
 
@@ -308,7 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _prompt(p)
     p.add_argument("--method", choices=PATH_METHOD_NAMES, default="bound")
-    p.add_argument("--heads", choices=["mean", "max"], default="mean")
+    p.add_argument(
+        "--heads",
+        choices=["mean", "max"],
+        default="mean",
+        help="how heads combine (bound, rollout, context; the others keep their own rule)",
+    )
     _out(p)
 
     p = _sub(sub, "sensitivity", "Jacobian norms of the last token w.r.t. every input token")
@@ -350,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "report", "run the paper's suite and write a self-contained HTML report")
     _common(p)
     p.add_argument("--suite", default="paper")
-    p.add_argument("--quick", action="store_true", help="lengths up to 200 (minutes, not 10)")
+    p.add_argument(
+        "--quick", action="store_true", help="lengths up to 200 (about 2 minutes, not 7)"
+    )
     p.add_argument("--precision", action="append", help="Fig 5 precisions, comma list")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _out(p, default="oversquash_report")

@@ -66,7 +66,8 @@ class GlassesResult(Result):
         eps_ratio: ``[variant, length]`` L∞ after rounding to the precision, over its ε.
         ulps: ``[variant, length]`` largest element-wise distance of the rounded y_n in
             units in the last place of the precision (1–2 ULPs of a large component can
-            exceed ε many times: read both).
+            exceed ε many times, and a sign change near zero counts ~2·10^9 in float32:
+            read it beside ``linf``).
         bitwise_equal: ``[variant, length]`` y_n of k and k + 1 identical after rounding.
         argmax_equal: ``[variant, length]`` 1 if the next-token argmax of k and k + 1
             agree, 0 if not, -1 if not measured.
@@ -191,8 +192,9 @@ class GlassesResult(Result):
 
         Length is on a log axis when it spans more than a factor 8; distances and
         sensitivities on log axes, accuracy linear in [0, 1]. The L∞ panel draws each
-        precision's machine epsilon as a dashed line. Metrics that are all NaN (e.g.
-        accuracy with ``behaviour=False``) are left out unless asked for.
+        precision's machine epsilon as a line (dashed, dotted, dash-dotted in turn).
+        Metrics that are all NaN (e.g. accuracy with ``behaviour=False``) are left out
+        unless asked for.
 
         Args:
             metrics: Names from :data:`METRIC_COLUMNS` (default: linf, relevant_share,
@@ -357,6 +359,32 @@ class SeparatorSearch(Result):
             f"{answer} ({span}, {self.precision}, criterion {self.criterion!r}); "
             f"spacings tried {list(self.spacings)}"
         )
+
+    def plot(self, ax: Any = None) -> Any:
+        """L∞ of y_n (k vs k + 1) against length, one line per spacing, with ε dashed.
+
+        Returns:
+            The matplotlib Figure (the one ``ax`` belongs to, when given).
+        """
+        import matplotlib.pyplot as plt
+
+        from .render._style import log_axes, precision_lines, style
+
+        with style():
+            if ax is None:
+                _, ax = plt.subplots(figsize=(7, 4))
+            marker = {"marker": "o", "markersize": 4} if len(self.lengths) <= 40 else {}
+            for s, spacing in enumerate(self.spacings):
+                values = self.linf[s].clamp_min(1e-300).numpy()
+                best = " (best)" if spacing == self.best else ""
+                ax.plot(self.lengths, values, label=f"every {spacing}{best}", **marker)
+            precision_lines(ax, [get_format(self.precision.removeprefix("emulate:")).name])
+            log_axes(ax, x=max(self.lengths) > 8 * min(self.lengths))
+            ax.set_xlabel("length k (items)")
+            ax.set_ylabel("L∞ of y_n, k vs k + 1")
+            ax.set_title(f"{self.task}: a {self.separator!r} every m items ({self.precision})")
+            ax.legend(fontsize=7)
+            return ax.figure
 
     def keeps_apart(self, spacing: int) -> bool:
         """Whether ``spacing`` keeps the pair apart at every length measured."""

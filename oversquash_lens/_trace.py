@@ -56,7 +56,8 @@ def trace(
             architecture it does not cover) is left out with a warning, and the reason
             is kept in the provenance. Asked for explicitly, it raises.
         path_method: One proxy (the older spelling of ``path_methods=[...]``).
-        heads: How heads are combined for bound/rollout/context (``"mean"``, ``"max"``).
+        heads: How heads are combined for bound/rollout/context (``"mean"``, ``"max"``);
+            the other proxies keep their own rule.
         layers: Sensitivity output points: ``"all"``, ``"final"`` (y_n) or a list of
             block numbers and ``"final"`` (each VJP costs about one backward pass).
         attention: ``"both"`` (full, frozen and their difference, default) or ``"full"``.
@@ -85,7 +86,9 @@ def trace(
     paths = []
     for name in chosen:
         try:
-            paths.append(attention_paths(model, tokens, method=name, heads=heads, seed=seed))
+            # heads combine attention weights; value, flow and certified have their own rule
+            combine = heads if name in ("bound", "rollout", "context") else "mean"
+            paths.append(attention_paths(model, tokens, method=name, heads=combine, seed=seed))
         except (UnsupportedArchitectureError, PatternsUnavailableError) as exc:
             if explicit:
                 raise

@@ -254,7 +254,8 @@ def main() -> None:
                 "items_share",
                 "accuracy",
             ]
-            report += [f"## Glasses on {task_name}\n", markdown(frame[cols]), ""]
+            note = f"`ulps`: {osl.precision.ULP_NOTE}\n"
+            report += [f"## Glasses on {task_name}\n", note, markdown(frame[cols]), ""]
         best = None
         if cfg["copy"] and "search" in parts:
             search, best = run_search(model, name, cfg, args.out)

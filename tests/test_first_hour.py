@@ -85,6 +85,8 @@ def plot_calls(results: dict[str, Any]) -> list[tuple[str, Any]]:
         ("behaviour.plot", results["behaviour"].plot),
         ("behaviour.plot_histogram", results["behaviour"].plot_histogram),
         ("glasses.plot", results["glasses"].plot),
+        ("search.plot", results["search"].plot),
+        ("pair.plot", results["pair"].plot),
     ]
 
 
@@ -103,6 +105,9 @@ def test_a_plot_into_given_axes_returns_their_figure(results: dict[str, Any]) ->
     fig, ax = plt.subplots()
     assert results["collapse"].plot(ax=ax) is fig
     assert results["flow"].plot_profile(ax) is fig
+    assert results["search"].plot(ax=ax) is fig and results["pair"].plot(ax=ax) is fig
+    fig2, axes = plt.subplots(1, 2)
+    assert results["behaviour"].plot(axes=axes) is fig2
     plt.close("all")
 
 
@@ -271,3 +276,24 @@ def test_collapse_pair_page_heads_once_and_explains_v0_and_ulps(
     assert "<td>v(0) (last token&#x27;s embedding)</td>" in page
     assert "identical by construction" in page and "ULPs of float32" in page
     assert "2·10^9" in page  # the explanation sits under the column
+
+
+# ---------------------------------------------------------------------- what the docs promise
+def test_power_sensitivity_runs_as_the_readme_calls_it(model: Any) -> None:
+    result = osl.sensitivity(model, "1 1 1 1", method="power")  # no norm= needed
+    assert result.norm == "spectral"
+    assert osl.sensitivity(model, "1 1 1 1", method="exact").norm == "fro"
+
+
+def test_trace_heads_applies_to_the_proxies_that_combine_heads(model: Any) -> None:
+    flow = osl.trace(model, "1 1 1 1 1", method="exact", heads="max", attention="full")
+    assert "value" in flow.proxy_methods and "certified" in flow.proxy_methods
+
+
+def test_behaviour_out_writes_its_figure(tmp_path: Path, capsys: Any) -> None:
+    argv = ["behaviour", "--model", MODEL, "--task", "copy_last", "--style", "compact"]
+    argv += ["--lengths", "2", "--samples", "1", "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert any(f.endswith("behaviour.png") for f in files)
+    assert (tmp_path / "behaviour.png").stat().st_size > 0

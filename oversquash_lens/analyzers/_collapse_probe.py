@@ -86,7 +86,8 @@ class PairComparison(Result):
         head_distances: ``[layer, head, metric]`` float64.
         format: The number format of the format comparison.
         bitwise_equal: ``[point]`` identical after rounding to ``format``.
-        ulps: ``[point]`` largest element-wise distance in ULPs of ``format``.
+        ulps: ``[point]`` largest element-wise distance in ULPs of ``format``; a sign change
+            near zero counts ~2·10^9 in float32 (read it beside ``distances``).
         eps_ratio: ``[point]`` L∞ of the rounded values over the format's epsilon.
         argmax_a: Next-token argmax of the first run (-1 without logits).
         argmax_b: Next-token argmax of the second run.
@@ -119,6 +120,33 @@ class PairComparison(Result):
         if self.argmax_a >= 0:
             line += f"; next token {'same' if self.argmax_a == self.argmax_b else 'differs'}"
         return line
+
+    def plot(self, ax: Any = None, *, metric: str = "linf") -> Any:
+        """The distance between the two runs at every point v(0)..v(L), y_n, logits.
+
+        Returns:
+            The matplotlib Figure (the one ``ax`` belongs to, when given).
+        """
+        import matplotlib.pyplot as plt
+
+        from ..render._style import log_axes, precision_lines, style
+
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        with style():
+            if ax is None:
+                _, ax = plt.subplots(figsize=(7, 3.5))
+            values = self.distances[:, METRICS.index(metric)].clamp_min(1e-300)
+            ax.plot(range(len(self.points)), values.numpy(), marker="o", label=metric)
+            ax.set_xticks(
+                range(len(self.points)), [short_point(p) for p in self.points], rotation=90
+            )
+            precision_lines(ax, [self.format])
+            log_axes(ax)
+            ax.set_ylabel(f"{metric} distance of the last token")
+            ax.set_title(f"two runs compared ({self.format})")
+            ax.legend(fontsize=7)
+            return ax.figure
 
     def to_dataframe(self) -> Any:
         """One row per point: the four distances and the format comparison."""

@@ -74,7 +74,8 @@ class CollapseResult(Result):
         head_distances: ``[precision, length, layer, head, metric]``.
         head_noise: ``[precision, length, layer, head, metric]``.
         bitwise_equal: ``[precision, length, point]`` identical after rounding to the format.
-        ulps: ``[precision, length, point]`` largest element-wise distance in ULPs.
+        ulps: ``[precision, length, point]`` largest element-wise distance in ULPs; a sign change
+            near zero counts ~2·10^9 in float32 (read it beside ``distances``).
         eps_ratio: ``[precision, length, point]`` L∞ in the format over its epsilon.
         argmax_a: ``[precision, length]`` next-token argmax after A_k (-1 without logits).
         argmax_b: ``[precision, length]`` next-token argmax after B_k.
@@ -304,8 +305,8 @@ class CollapseResult(Result):
         """The paper's Fig 5: distance against length on a log axis.
 
         By default the per-head distances of the last layer (mean over heads, min–max
-        band with its edges drawn), with dashed lines at 2^-7 (bf16 epsilon) and 2^-10
-        (fp16 epsilon) and the noise floor shaded; a floor that is 0 at every length is
+        band with its edges drawn), with a dashed line at 2^-7 (bf16 epsilon), a dotted one
+        at 2^-10 (fp16 epsilon) and the noise floor shaded; a floor that is 0 at every length is
         said in words instead (a band at 0 cannot show on a log axis). Markers are drawn
         only up to 40 lengths. ``layer=None`` plots a residual point instead (``point``).
 

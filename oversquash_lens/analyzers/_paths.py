@@ -50,7 +50,7 @@ Beta = float | Sequence[float]
 class AttentionPaths(Analyzer):
     """Weight of all causal attention paths from every position to the last one.
 
-    For each layer ℓ and position i: the (n, i) entry of Ā(ℓ)⋯Ā(0) (PAPER.md §3), with
+    For each layer ℓ and position i: the (n, i) entry of Ā(ℓ)⋯Ā(0) (the paper's §5, Thm 5.1), with
 
     - ``method="bound"``: Ā = Λ/β1 + I, the path sum of Thm 5.1 (its constant C is
       reported apart, in ``PathResult.constant``);
@@ -78,8 +78,10 @@ class AttentionPaths(Analyzer):
     batches row by row. KV-cached generation steps (one query position) are refused.
 
     Args:
-        method: ``"bound"``, ``"rollout"`` or ``"context"``.
-        heads: ``"mean"``, ``"max"``, ``"each"``, or non-negative head weights.
+        method: ``"bound"``, ``"rollout"``, ``"context"``, ``"value"``, ``"flow"`` or
+            ``"certified"`` (see above).
+        heads: ``"mean"``, ``"max"``, ``"each"``, or non-negative head weights (bound,
+            rollout and context; the others keep their own rule).
         beta1: β1, the first norm's constant (a number or one per layer; ``bound`` only).
         beta2: β2, the second norm's constant (a number or one per layer; ``bound`` only).
         beta3: β3, the final norm's constant (``bound`` only).

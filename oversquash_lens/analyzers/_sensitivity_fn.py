@@ -19,7 +19,7 @@ def sensitivity(
     *,
     method: str = "exact",
     probes: int = 32,
-    norm: str = "fro",
+    norm: str | None = None,
     layers: str | Sequence[int | str] = "all",
     wrt: str = "resid_pre0",
     position: int = -1,
@@ -40,10 +40,12 @@ def sensitivity(
 
     Args:
         model: HookedTransformer or TransformerBridge.
-        prompt: A string, a list of strings (a padded batch) or token ids.
+        prompt: A string, a list of strings of equal token length (a batch; prompts of
+            different lengths are refused, not padded) or token ids.
         method: ``"exact"``, ``"hutchinson"`` or ``"power"``.
         probes: Hutchinson probes.
-        norm: ``"fro"`` or ``"spectral"``.
+        norm: ``"fro"`` or ``"spectral"``; None: spectral for ``power`` (which only
+            estimates spectral norms), else Frobenius.
         layers: ``"all"``, ``"final"`` or block numbers / ``"final"``.
         wrt: ``"resid_pre0"`` or ``"embed"``.
         position: Output position (-1: last token).
@@ -80,6 +82,8 @@ def sensitivity(
             "sensitivity() needs gradients and cannot run inside torch.inference_mode(); "
             "call it outside that block"
         )
+    if norm is None:
+        norm = "spectral" if method == "power" else "fro"
     analyzer = Sensitivity(
         method=method,
         probes=probes,

@@ -135,8 +135,9 @@ def emulate_precision(
         The model.
 
     Raises:
-        UnsupportedPrecisionError: If the model runs in a 16-bit dtype narrower than
-            ``fmt`` (emulation could not be exact).
+        UnsupportedPrecisionError: If ``fmt`` is wider than the dtype the model runs in
+            (``"float64"`` on a float32 model, bf16 on a float16 one): rounding to it would
+            change nothing, or could not be exact.
 
     Example:
         >>> import oversquash_lens as osl

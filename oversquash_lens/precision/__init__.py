@@ -10,11 +10,13 @@ from ._formats import get_format as get_format
 from ._formats import list_formats as list_formats
 from ._formats import machine_epsilon as machine_epsilon
 from ._formats import register_format as register_format
+from ._rounding import ULP_NOTE as ULP_NOTE
 from ._rounding import round_to_format as round_to_format
 from ._rounding import ulp_distance as ulp_distance
 from ._rounding import ulp_index as ulp_index
 
 __all__ = [
+    "ULP_NOTE",
     "FloatFormat",
     "FormatLike",
     "get_format",

@@ -168,12 +168,23 @@ def ulp_index(x: Float[Tensor, " *shape"], fmt: FormatLike) -> Float64[Tensor, "
     return torch.where(torch.isnan(rounded), rounded, out)
 
 
+ULP_NOTE = (
+    "ULPs count the numbers representable in the format between the two values, at the "
+    "element where they are furthest apart. An element near zero that changes sign spans "
+    "every tiny number in between: about 2·10^9 ULPs in float32, 3·10^4 in bfloat16, even "
+    "when the values differ by 10^-3. Read the ULPs with the distance beside them."
+)
+"""What a ULP distance means, shown beside every table column of ULPs."""
+
+
 def ulp_distance(
     a: Float[Tensor, " *shape"], b: Float[Tensor, " *shape"], fmt: FormatLike
 ) -> Float64[Tensor, " *shape"]:
     """Number of ``fmt`` values between ``a`` and ``b`` after rounding both to ``fmt``.
 
-    0 means the two are bitwise identical in that format (±0 count as equal).
+    0 means the two are bitwise identical in that format (±0 count as equal). Across zero
+    the count includes every tiny number in between (see :data:`ULP_NOTE`): -1e-3 and
+    1e-3 are about 2·10^9 float32 ULPs apart.
 
     Args:
         a: Tensor.

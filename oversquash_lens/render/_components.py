@@ -18,6 +18,7 @@ from ..analyzers._collapse_result import CollapseResult
 from ..analyzers._flow import FlowResult
 from ..analyzers._path_result import PathResult
 from ..analyzers._sensitivity_result import SensitivityResult
+from ..precision import ULP_NOTE
 from ._page import Component, Html, Part, Rendered, html_tokens, rounded
 
 
@@ -282,12 +283,6 @@ def _number(value: float) -> str:
     return "nan" if value != value else f"{value:.4g}"
 
 
-ULP_NOTE = (
-    "ULPs count the numbers representable in the format between the two values, at the "
-    "element where they are furthest apart. An element near zero that changes sign spans "
-    "every tiny number in between: about 2·10^9 ULPs in float32, 3·10^4 in bfloat16, even "
-    "when the values differ by 10^-3. Read the ULPs with the distance beside them."
-)
 V0_NOTE = (
     "v(0) is the embedding of the last input token: A and B end in the same token, so it is "
     "identical by construction; that is not a collapse."

@@ -93,7 +93,8 @@ def save_figure(
 
     Args:
         fig: A matplotlib Figure.
-        path_stem: Path without extension (an extension given is replaced).
+        path_stem: Path without extension (a png, svg, pdf, jpg or jpeg extension given
+            is replaced; any other suffix is kept as part of the name).
         formats: matplotlib format names (``"png"``, ``"svg"``, ``"pdf"``).
         dpi: Resolution of raster formats.
 
