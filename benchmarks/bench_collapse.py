@@ -1,4 +1,4 @@
-"""Shared-mode collapse sweep vs one forward pass, and vs independent mode (issue 3).
+"""Shared-mode collapse sweep vs one forward pass, and vs independent mode.
 
 Measured in one run, as ratios (these machines are noisy):
 

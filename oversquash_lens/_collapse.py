@@ -3,7 +3,8 @@
 For every length k the family gives two token sequences (A_k, B_k); the last-token
 representations of both are kept by a :class:`CollapseProbe` and compared in float64 and
 in each precision's format. Beside every distance sits its noise floor: one position
-computed by two different passes (PAPER.md §2), which is mathematically the same vector.
+computed by two different passes, which the causal mask makes mathematically the same
+vector.
 
 ``mode="shared"`` uses the causal mask: a sequence that is a prefix of a longer one needs
 no pass of its own, so ``repeated_last`` over lengths 1..N costs one pass over the

@@ -1,4 +1,4 @@
-"""The main job for now: a short, checkable tour of one model.
+"""A short, checkable tour of one model.
 
 Loads the model, attaches :class:`ResidualNorms` to an ordinary forward pass, prints the
 last token's residual norm at every layer, the next-token prediction and a greedy

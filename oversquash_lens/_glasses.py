@@ -1,4 +1,4 @@
-"""``osl.compare_glasses``: the paper's mitigations ("glasses", §6) side by side.
+"""``osl.compare_glasses``: the paper's mitigations ("glasses"; Fig 2, 5d, 11) side by side.
 
 A :class:`Variant` changes a task (separators, a hint, the prompt order), the precision
 or the BOS choice. For each variant and length, :func:`compare_glasses` measures the
@@ -148,7 +148,7 @@ def _sensitivity_row(
 def _accuracy(
     model: Any, task: Any, lengths: list[int], variant: Variant, chat: bool | None, samples: int
 ) -> list[float]:
-    from ._behaviour import behaviour  # lands with issue 5; imported when asked for
+    from ._behaviour import behaviour  # imported lazily, only when accuracy is asked for
 
     # Greedy answers to the same prompt repeat: a deterministic task needs one sample.
     distinct = len(_distinct_instances(task, lengths[-1], samples))

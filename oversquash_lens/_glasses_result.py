@@ -1,4 +1,4 @@
-"""GlassesResult and SeparatorSearch: the paper's mitigations measured side by side (§6).
+"""GlassesResult and SeparatorSearch: the paper's mitigations measured side by side (Fig 2, 5d, 11).
 
 Both are :class:`~oversquash_lens.results.Result` dataclasses of CPU tensors with
 provenance, saved atomically. Axes: ``variant`` (one per mitigation, in the order asked

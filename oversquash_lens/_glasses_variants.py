@@ -1,4 +1,4 @@
-"""Variants of a task: the paper's mitigations ("glasses", §6) as small frozen values.
+"""Variants of a task: the paper's mitigations ("glasses"; Fig 2, 5d, 11) as frozen values.
 
 A :class:`Variant` changes task fields (separators, a hint, the prompt order, chain of
 thought), the precision, or the BOS choice. Build them with the constructors (also
@@ -170,7 +170,9 @@ def order(which: str) -> Variant:
 
 
 def precision(name: str) -> Variant:
-    """Run in another precision (``"float32"``, ``"emulate:float8_e4m3"``...; §6.3).
+    """Run in another precision (``"float32"``, ``"emulate:float8_e4m3"``...).
+
+    Higher precision is the paper's third glass, argued from theory only.
 
     Example:
         >>> precision("float32").precision

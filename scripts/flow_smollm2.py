@@ -1,4 +1,4 @@
-"""Sensitivity and attention-path profiles for the paper's prompts (issue 4, paper §3).
+"""Sensitivity and attention-path profiles for the paper's prompts (paper §5).
 
 For each prompt (counting ones, copying the first digit of "01…1", copying the last digit
 of "1…10") at n tokens, ``osl.trace`` measures the Hutchinson estimate of

@@ -2,9 +2,10 @@
 
 Per model (all in native bfloat16, greedy decoding without a KV cache):
 
-1. copying: accuracy of copy_first vs copy_last by length (Fig 2, R14);
+1. copying: accuracy of copy_first vs copy_last by length (Fig 2: copying
+   the last digit fails before copying the first);
 2. counting: absolute error of count_ones and count_bernoulli (p = 0.7) by length
-   (Fig 3/4, R15);
+   (Fig 3/4: the counting error grows with length);
 3. glasses: :func:`compare_glasses` on copy_last (and count_ones): collapse of k vs k + 1,
    sensitivity of y_n to the answer-relevant token, accuracy, per mitigation;
 4. separator search on copy_last: the sparsest commas that keep every pair apart.

@@ -1,4 +1,4 @@
-"""Train the two toy models shipped as ``toy-count`` and ``toy-copy`` (issue 5).
+"""Train the two toy models shipped as ``toy-count`` and ``toy-copy``.
 
 Both are small Llama-layout Hugging Face models (RMSNorm, rotary positions, so they run
 on prompts longer than the training lengths) trained in plain torch on CPU, with the

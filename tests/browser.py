@@ -35,7 +35,7 @@ FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--virtual-time-budget=10000",  # FINDINGS.md: <= 5000 sometimes caught blank canvases
+    "--virtual-time-budget=10000",  # a budget <= 5000 sometimes caught blank canvases
     "--host-resolver-rules=MAP * ~NOTFOUND",
     "--proxy-server=127.0.0.1:9",
     "--proxy-bypass-list=<-loopback>",

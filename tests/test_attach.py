@@ -190,7 +190,7 @@ def test_stop_and_start_at_layer_make_separate_runs(load) -> None:
 
 def test_transformerlens_generate_with_kv_cache(load, backend: str) -> None:
     model = load("tiny-gpt2", backend)
-    cached = backend == "hooked"  # the bridge's cached generate is wrong (FINDINGS.md)
+    cached = backend == "hooked"  # the bridge's own cached generate() is wrong (transformers 5)
     with osl.attach(model, osl.ResidualNorms()) as rec:
         model.generate(
             model.to_tokens("1 2"),

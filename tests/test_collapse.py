@@ -276,7 +276,7 @@ def test_precisions_formats_and_equality_implies_same_answer(load, backend: str)
     equal = result.bitwise_equal[:, :, logits]
     assert bool(equal[-1].all())  # 2 mantissa bits cannot tell these logits apart
     same_answer = result.argmax_a == result.argmax_b
-    assert bool(same_answer[equal].all())  # R10: equal final states give equal answers
+    assert bool(same_answer[equal].all())  # equal final states give equal answers
     length = result.collapse_length("emulate:e4m2", "bits", point="logits")
     assert length.measured == 1 and length.reference == "float32"
 

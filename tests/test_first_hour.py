@@ -139,7 +139,9 @@ def test_every_result_prints_a_short_repr_with_its_headline(results: dict[str, A
 def test_every_result_field_is_documented(results: dict[str, Any]) -> None:
     from oversquash_lens.results._describe import field_docs
 
-    for name, cls in _RESULT_TYPES.items():
+    ours = {n: c for n, c in _RESULT_TYPES.items() if c.__module__.startswith("oversquash_lens")}
+    assert len(ours) >= 10  # every result class of the package (tests define their own)
+    for name, cls in ours.items():
         docs = field_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"{name}: fields without a line in 'Attributes:': {missing}"

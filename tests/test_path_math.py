@@ -1,7 +1,7 @@
-"""Pure path math (PAPER.md §3): path counts, streamed products, closed forms, Thm 5.1.
+"""Pure path math (paper §5): path counts, streamed products, closed forms, Thm 5.1.
 
-Every check compares against an independent computation: dense matrix powers, the
-paper's worked examples, or autograd Jacobians of a linear model where the bound is tight.
+Every check compares against an independent computation: dense matrix powers,
+hand-worked examples, or autograd Jacobians of a linear model where the bound is tight.
 """
 
 import math
@@ -57,7 +57,7 @@ def stream(analyzer: AttentionPaths, patterns: list[torch.Tensor]):
 
 # ---------------------------------------------------------------- path counts
 def test_path_counts_match_matrix_powers() -> None:
-    """Both statements of PAPER.md §3, for every n ≤ 64 and L ≤ 8 (int64 holds them)."""
+    """Counts equal (M^L)_{n,i} and ((M + I)^L)_{n,i} for n ≤ 64, L ≤ 8 (int64 holds them)."""
     for n in range(1, 65):
         m = ones_causal(n)
         plain, with_residual = torch.eye(n, dtype=torch.int64), torch.eye(n, dtype=torch.int64)
@@ -131,9 +131,9 @@ def test_streamed_product_matches_dense_reference_for_every_method() -> None:
             assert_close(result.head_weights[0, layer], per_head)
 
 
-# ---------------------------------------------------------------- PAPER.md worked example
+# ---------------------------------------------------------------- uniform worked example
 def test_uniform_attention_n20_worked_example() -> None:
-    """PAPER.md §3: ½(Λ+I), uniform causal Λ, n = 20."""
+    """½(Λ+I), uniform causal Λ, n = 20: U-shaped at L = 4, first token at L = 16."""
     n = 20
     streamed = stream(AttentionPaths(method="rollout"), [uniform_causal(n)[None, None]] * 16)
     closed = uniform_path_weights(n, [transition_coefficients("rollout")] * 16)

@@ -176,7 +176,7 @@ def test_runs_that_cannot_serve_paths_are_refused(load, backend: str) -> None:
 
 
 def test_kv_cached_generation_steps_are_refused(load) -> None:
-    if "hooked" not in BACKENDS:  # the bridge's cached generate is wrong (FINDINGS.md)
+    if "hooked" not in BACKENDS:  # the bridge's own cached generate() is wrong (transformers 5)
         assert BACKENDS == ("bridge",)
         return
     model = load("tiny-gpt2", "hooked")

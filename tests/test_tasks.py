@@ -28,7 +28,7 @@ TOKENIZERS = [
     "tiny-gpt2",
     pytest.param("smollm2-135m", marks=pytest.mark.slow),
 ]
-ONE_ID = {"tiny-gpt2": 18, "smollm2-135m": 33}  # id of "1" (FINDINGS.md, checked below)
+ONE_ID = {"tiny-gpt2": 18, "smollm2-135m": 33}  # id of "1" (checked below)
 
 
 @pytest.fixture(params=TOKENIZERS)

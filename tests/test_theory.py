@@ -1,6 +1,6 @@
 """Theory checks (paper §4, Appendix B): softmax lemmas, synthetic layers, Prop. B.9, precision.
 
-Figure values are read off the paper by eye (PAPER.md [F]); tests check the law (slope,
+Figure values are read off the paper's figures by eye; tests check the law (slope,
 ordering, crossing region) with tolerances stated next to each assertion.
 """
 

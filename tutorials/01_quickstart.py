@@ -59,7 +59,7 @@ for backend, model in models.items():
 #
 # - `ResidualNorms` — ‖v_n(ℓ)‖ of the last token at every residual point, and y_n;
 # - `AttentionPaths(method="rollout")` — attention rollout from every position to the
-#   last token (PAPER.md §3).
+#   last token (the paper's §5).
 #
 # The prompt is the paper's counting question followed by ones, built by `osl.tasks`
 # (which checks that every "1" is its own token).

@@ -63,7 +63,8 @@ for n in [10, 100, 1000, 10_000]:
 # a bf16 model could no longer tell the two sequences apart.
 #
 # Without positions (NoPE) the difference is exactly `α*_{n+1,n+1}·(W_V a − output)`,
-# which is Θ(1/n) (PAPER.md §2): on a log-log plot, a line of slope −1.
+# which is Θ(1/n) (softmax gives the repeated token a weight of order 1/n, the paper's
+# §4): on a log-log plot, a line of slope −1.
 
 # %%
 seeds = 10 if opts.fast else 100
@@ -200,7 +201,8 @@ for name, result in results.items():
 # `CollapseResult.collapse_length(precision, criterion)` returns the first length from
 # which the pair stays collapsed (`"bits"`: identical after rounding to the format;
 # `"epsilon"`: L∞ below the format's ε; `"argmax"`: same next token) and the prediction
-# of a c/k law fitted to the float32 curve (PAPER.md §2: collapse length ∝ 1/ε).
+# of a c/k law fitted to the float32 curve (a c/k distance crosses ε at k ≈ c/ε, so the
+# collapse length ∝ 1/ε).
 # Tutorial 03 follows this across many formats.
 
 # %%

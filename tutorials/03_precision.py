@@ -1,14 +1,14 @@
 """Tutorial 03: collapse length against floating-point format (percent-cell notebook)."""
 
 # %% [markdown]
-# # 03 — Collapse length against floating-point format (paper §4, PAPER.md §2)
+# # 03 — Collapse length against floating-point format (paper §4, Theorem 4.2)
 #
 # Representational collapse (tutorial 02) becomes a *wrong answer* only once the two
 # last-token representations are equal **in the working precision**. If the distance
 # falls like c/n (Theorem 4.2's rate without positional information), it crosses a
 # precision ε at n ≈ c/ε: the collapse length scales as 1/ε. So bf16 (ε = 2^-7) :
 # fp16 (2^-10) : fp32 (2^-23) collapse lengths should be about 1 : 8 : 65536. The paper
-# argues this from theory only ("higher precision" is its third glass, §6).
+# argues this from theory only ("higher precision" is one of its glasses).
 #
 # This tutorial checks the law twice:
 #

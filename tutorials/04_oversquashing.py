@@ -134,7 +134,7 @@ left.plot(layers_axis, uniform_shares[:, -1].numpy(), ls="--", label="uniform at
 left.set_xlabel("layers multiplied (depth)")
 left.set_ylabel("share of rollout mass")
 left.set_yscale("log")
-left.set_title("First-token mass grows with depth (R12)", fontsize=10)
+left.set_title("First-token mass grows with depth (Prop. 5.2)", fontsize=10)
 left.legend(fontsize=7)
 for layer in sorted({0, (n_layers - 1) // 2, n_layers - 1}):
     right.plot(shares[layer].numpy(), label=f"after layer {layer}")
@@ -170,7 +170,7 @@ figure = flow.plot()
 save(figure, opts.out, "flow.png")
 
 # %% [markdown]
-# ## 5. The U-shape of the measured sensitivity (R11)
+# ## 5. The U-shape of the measured sensitivity (paper §5)
 #
 # The paper predicts that sensitivity is largest for early tokens (many paths), lowest
 # in the middle, and rises again at the end (the last token's direct path, plus learned

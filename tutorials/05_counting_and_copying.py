@@ -5,16 +5,16 @@
 #
 # Tutorials 02–04 measured representations. This one looks at *answers*:
 #
-# 1. **Copying** (Fig 2 / Fig 11, R14): "What is the last digit in this sequence?" on
+# 1. **Copying** (Fig 2 / Fig 11): "What is the last digit in this sequence?" on
 #    `1…10` should fail from some length on, because the final 0 is the one token whose
 #    information has a single path to the last position (Theorem 5.1), while the first
-#    digit of `01…1` has the most paths. **Counting** (Fig 3 / Fig 4, R15): the error in
+#    digit of `01…1` has the most paths. **Counting** (Fig 3 / Fig 4): the error in
 #    counting the ones in `1…1` grows with length, since `1^k` and `1^(k+1)` collapse
 #    (Theorem 4.2, Cor. 6.2).
 # 2. The same tasks on **toy models** trained on them (`toy-copy`, `toy-count`, 3 layers,
 #    trained on sequences of up to 32 items): where does a model that has *learned*
 #    the task stop answering right?
-# 3. **The glasses** (§6): the paper's mitigations — separators, a hint, higher
+# 3. **The glasses** (Fig 2, 5d, 11): the paper's mitigations — separators, a hint, higher
 #    precision — side by side with `osl.compare_glasses`: collapse of k vs k + 1, the
 #    sensitivity of y_n to the answer-relevant token, and accuracy.
 #
@@ -141,7 +141,7 @@ fig.tight_layout()
 save(fig, opts.out, "toy_behaviour.png")
 
 # %% [markdown]
-# ## 3. The glasses (§6)
+# ## 3. The glasses (Fig 2, 5d, 11)
 #
 # `osl.compare_glasses(model, task, lengths, variants)` runs each mitigation through the
 # same three measurements. Variants are `osl.Variant` objects or shorthands:

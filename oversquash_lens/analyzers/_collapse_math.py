@@ -1,8 +1,8 @@
 """Distances between two last-token representations, and what a format can tell apart.
 
 Pure functions on tensors. Every distance is computed in float64 from the values the
-model produced (PAPER.md §2, DESIGN.md: "representational distances are computed in
-float64 from the stored tensors").
+model produced: the stored tensors are upcast before they are subtracted, so computing a
+distance adds no rounding of its own.
 """
 
 from dataclasses import dataclass

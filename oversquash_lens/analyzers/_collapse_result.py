@@ -158,7 +158,7 @@ class CollapseResult(Result):
 
         The prediction fits ``D(k) ≈ c/k`` to the L∞ curve of the most precise run
         measured (float64, else float32...) and returns ``c / ε`` for the format of
-        ``precision`` (PAPER.md §2: collapse length scales as 1/ε).
+        ``precision`` (a c/k distance crosses ε at k ≈ c/ε: collapse length scales as 1/ε).
 
         Args:
             precision: A measured precision label.

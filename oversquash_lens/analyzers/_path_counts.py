@@ -1,4 +1,4 @@
-"""Structural path counts in the causal graph (PAPER.md §3, "Path count").
+"""Structural path counts in the causal graph (the paper's §5, Thm 5.1's path sum).
 
 M is the n×n all-ones lower-triangular matrix: the causal graph where every position
 attends to itself and to all earlier ones. Its powers count paths: (M^L)_{n,i} paths of

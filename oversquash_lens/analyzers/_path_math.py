@@ -1,4 +1,4 @@
-"""Pure math of attention paths (PAPER.md §3): functions on tensors, never a model.
+"""Pure math of attention paths (the paper's §5): functions on tensors, never a model.
 
 Every method multiplies per-layer *transition matrices* Ā(ℓ) = a·Λ(ℓ) + b·I, where Λ(ℓ)
 is a layer's attention (heads reduced to one causal matrix):

@@ -21,7 +21,7 @@ class PathResult(Result):
     """Weight of all causal attention paths from each position to the last one.
 
     ``weights[b, ℓ, i]`` is the last row of Ā(ℓ)⋯Ā(0) for batch row b: the paths from
-    position i to the last position through layers 0..ℓ (PAPER.md §3). For ``bound`` the
+    position i to the last position through layers 0..ℓ (the paper's §5). For ``bound`` the
     sensitivity bound of Thm 5.1 is ``constant[ℓ] * weights[b, ℓ, i]``
     (:attr:`sensitivity_bound`).
 

@@ -1,10 +1,10 @@
-"""Sensitivity: how strongly each input position moves a layer's last-token output (§3).
+"""Sensitivity: how strongly each input position moves a layer's last-token output (§5).
 
 For every output point ℓ (each block's residual output v(ℓ+1) and the final norm output
 y_n) and every input position i, ``‖∂h(ℓ) / ∂x_i‖`` at one output position (the last
 token by default), where x is the input to the first block (v(0), the paper's quantity)
 or the token embedding. Theorem 5.1 of the paper bounds exactly this by the path sum
-over attention (PAPER.md §3).
+over attention (the paper's §5).
 
 How it plugs into a run: an edit hook makes x a tensor that requires grad (same value,
 no copy) when the run records autograd; the analyzer keeps x and the measured position of

@@ -259,8 +259,9 @@ def _sweep(result: CollapseResult, folder: Path, key: str, section: Section) -> 
     section.parts += [
         h.heading("Precision sweep: collapse length against 1/ε", 3, anchor=sweep_key),
         h.paragraph(
-            "PAPER.md §2: a pair that shrinks as c/k becomes indistinguishable in a format "
-            "once c/k falls under its epsilon, so the collapse length should scale as 1/ε. "
+            "The paper's §4 (Thm 4.2) shows the two last-token representations converge. "
+            "A pair that shrinks as c/k becomes indistinguishable in a format once c/k "
+            "falls under its epsilon, so the collapse length should scale as 1/ε. "
             "Native dtypes run the whole model in that dtype; emulate:* rounds the residual "
             "stream and attention outputs while the model runs in float32."
         ),

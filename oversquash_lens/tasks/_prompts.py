@@ -1,4 +1,4 @@
-r"""Prompt texts of the paper's experiments (PAPER.md §5 and its paraphrase of App. C.1).
+r"""Prompt texts of the paper's experiments (Fig 2–6 and the prompts of App. C.1).
 
 Every constant is the bare text, with no trailing space or newline, because families
 use a prefix verbatim and whitespace at the end of a prefix changes how the first item
@@ -16,7 +16,8 @@ in both shipped tokenizers (checked in ``tests/test_tasks.py``):
   joiner goes before every item, so every item tokenizes alike).
 
 The paper's exact whitespace is not published, and its prompts for Gemini (App. C.1)
-are only paraphrased in PAPER.md: treat these as the structure, not verbatim copies.
+are reproduced here by their structure (question, sequence, answer format): treat these
+as the structure, not verbatim copies.
 """
 
 COUNT_ONES = "How many ones are in the following sequences?"
