@@ -95,14 +95,19 @@ def fit_inverse_law(lengths: Numbers, values: Numbers) -> InverseLawFit:
     n, d = _as_curve(lengths, values)
     if not bool((d > 0).all()):
         raise ValueError("values must be > 0 to be fitted in log space")
-    log_n, log_d = n.log(), d.log()
-    coefficient = math.exp(float((log_d + log_n).mean()))
-    if n.numel() > 1:
-        design = torch.stack([torch.ones_like(log_n), log_n], dim=1)
-        intercept, slope = torch.linalg.lstsq(design, log_d[:, None]).solution[:, 0].tolist()
+    # Closed-form least squares with correctly rounded sums (math.fsum): the same curve
+    # always gives the same bits (a LAPACK solve differed in the last bit between calls).
+    x, y = n.log().tolist(), d.log().tolist()
+    count = len(x)
+    coefficient = math.exp(math.fsum(a + b for a, b in zip(x, y, strict=True)) / count)
+    if count > 1:
+        x_mean, y_mean = math.fsum(x) / count, math.fsum(y) / count
+        spread = math.fsum((a - x_mean) ** 2 for a in x)
+        slope = math.fsum((a - x_mean) * (b - y_mean) for a, b in zip(x, y, strict=True)) / spread
+        intercept = y_mean - slope * x_mean
     else:
         intercept, slope = math.log(coefficient), -1.0
-    return InverseLawFit(coefficient, float(slope), math.exp(intercept), int(n.numel()))
+    return InverseLawFit(coefficient, float(slope), math.exp(intercept), count)
 
 
 def predicted_collapse_length(lengths: Numbers, values: Numbers, eps: float | FormatLike) -> float:
