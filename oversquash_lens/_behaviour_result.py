@@ -241,10 +241,8 @@ class BehaviourResult(Result):
             f"{int(k)}: {acc:.2f}" for k, acc in zip(table["k"], table["accuracy"], strict=True)
         ]
         shown = ", ".join(pairs[:8]) + (", …" if len(pairs) > 8 else "")
-        return (
-            f"{self.task_description}\naccuracy by length k {{{shown}}}; "
-            f"N* = {self.failure_length()}"
-        )
+        n_star = failure_length(table["k"].tolist(), table["accuracy"].tolist())
+        return f"{self.task_description}\naccuracy by length k {{{shown}}}; N* = {n_star}"
 
     def failure_length(self, threshold: float = 0.5) -> int | None:
         """N*: the shortest measured length from which every longer one fails.

@@ -210,14 +210,7 @@ def _demo(args: Any) -> int:
         max_new_tokens=args.max_new_tokens,
         model=model,
     )
-    payload = dataclasses.asdict(report)
-    folder = _out_folder(args)
-    if folder is not None:
-        payload["files"] = [str(_write_summary(folder, payload))]
-    print(dumps(payload, indent=2) if args.json else report.format())
-    if folder is not None and not args.json:
-        print(f"\nwrote {payload['files'][0]}")
-    return 0
+    return _emit(args, dataclasses.asdict(report), [report.format()])
 
 
 def _trace(args: Any) -> int:
@@ -260,10 +253,11 @@ def _trace(args: Any) -> int:
 
 def _paths(args: Any) -> int:
     from .analyzers import attention_paths
+    from .analyzers._paths import OWN_HEADS
 
     model = _load(args)
     tokens = _tokens(args, model)
-    heads = args.heads if args.method in ("bound", "rollout", "context") else "mean"
+    heads = "mean" if args.method in OWN_HEADS else args.heads
     result = attention_paths(model, tokens, method=args.method, heads=heads)
     rows = result.summary().drop(columns=["batch"]).to_dict("records")
     payload: dict[str, Any] = {"n_tokens": int(tokens.shape[-1]), "rows": rows}

@@ -18,7 +18,7 @@ from ._attach import attach
 from ._errors import PatternsUnavailableError, UnsupportedArchitectureError
 from .analyzers._flow import FlowResult
 from .analyzers._path_result import PATH_METHODS
-from .analyzers._paths import attention_paths
+from .analyzers._paths import OWN_HEADS, attention_paths
 from .analyzers._sensitivity import Sensitivity, sensitivity
 from .analyzers._split import split_result
 from .capture import frozen_parameters
@@ -87,7 +87,7 @@ def trace(
     for name in chosen:
         try:
             # heads combine attention weights; value, flow and certified have their own rule
-            combine = heads if name in ("bound", "rollout", "context") else "mean"
+            combine = "mean" if name in OWN_HEADS else heads
             paths.append(attention_paths(model, tokens, method=name, heads=combine, seed=seed))
         except (UnsupportedArchitectureError, PatternsUnavailableError) as exc:
             if explicit:

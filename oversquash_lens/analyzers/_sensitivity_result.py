@@ -177,7 +177,7 @@ class SensitivityResult(Result):
                 image = ax.imshow(
                     values.clip(min=floor), aspect="auto", norm=LogNorm(), interpolation="nearest"
                 )
-                ax.set_yticks(range(len(self.points)), [_short(p) for p in self.points])
+                ax.set_yticks(range(len(self.points)), [short_point(p) for p in self.points])
                 ax.set_xlabel("input position i")
                 ax.figure.colorbar(image, ax=ax, label=symbol)
                 ax.grid(False)  # no grid over an image
@@ -188,7 +188,8 @@ class SensitivityResult(Result):
             )
             positions = range(values.shape[1])
             for k in chosen:
-                line = ax.plot(positions, values[k], marker=".", label=_short(self.points[k]))[0]
+                label = short_point(self.points[k])
+                line = ax.plot(positions, values[k], marker=".", label=label)[0]
                 if self.stderr is not None:
                     spread = 1.96 * self.stderr[batch, k].numpy()
                     low = (values[k] - spread).clip(min=values[k] * 1e-3)
@@ -208,15 +209,3 @@ class SensitivityResult(Result):
             return list(range(n))
         step = (n - 1) / 6
         return sorted({round(j * step) for j in range(6)} | {n - 1})
-
-
-def _short(hook: str) -> str:
-    """``blocks.3.hook_resid_post`` → ``v(4)``; the final norm → ``y_n``."""
-    from .._hooknames import FINAL_NORM
-
-    if hook == FINAL_NORM:
-        return "y_n"
-    parts = hook.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[2] == "hook_resid_post":
-        return f"v({int(parts[1]) + 1})"
-    return hook

@@ -19,6 +19,7 @@ from ..analyzers._flow import FlowResult
 from ..analyzers._path_result import PathResult
 from ..analyzers._sensitivity_result import SensitivityResult
 from ..precision import ULP_NOTE
+from ..results._describe import short_point
 from ._page import Component, Html, Part, Rendered, html_tokens, rounded
 
 
@@ -388,7 +389,7 @@ def collapse_pair(
         header.insert(2, "noise floor")
     rows = []
     for index, point in enumerate(points):
-        label = _short(point)
+        label = short_point(point)
         row = [label + (" (last token's embedding)" if label == "v(0)" else "")]
         row.append(_number(float(distances[index])))
         if noise is not None:
@@ -397,7 +398,7 @@ def collapse_pair(
         row.append(_number(float(ulps[index])))
         rows.append(row)
     parts.append(_table(header, rows))
-    notes = [ULP_NOTE] + ([V0_NOTE] if any(_short(p) == "v(0)" for p in points) else [])
+    notes = [ULP_NOTE] + ([V0_NOTE] if any(short_point(p) == "v(0)" for p in points) else [])
     parts.append(Html("".join(f'<p class="osl-note">{html.escape(n)}</p>' for n in notes)))
     caption = (
         f"Distance between the last-token representations of A and B at each point; next "
@@ -423,13 +424,3 @@ def _token_strings(tokens: Any) -> tuple[list[str], list[str]]:
             raise TypeError(f"{hint}; got {type(bad[0]).__name__} items (token ids?)")
         out.append(list(side))
     return out[0], out[1]
-
-
-def _short(point: str) -> str:
-    if point == names.FINAL_NORM:
-        return "y_n"
-    parts = point.split(".")
-    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
-        layer = int(parts[1])
-        return f"v({layer})" if parts[2] == "hook_resid_pre" else f"v({layer + 1})"
-    return point

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .._hooknames import FINAL_NORM
+
 _ATTRIBUTE = re.compile(r"^(\s*)(\w+):\s*(.*)$")
 _MAX_FIELDS_SHOWN = 8
 
@@ -93,9 +95,9 @@ def short_point(hook: str) -> str:
         >>> short_point("blocks.3.hook_resid_post"), short_point("ln_final.hook_normalized")
         ('v(4)', 'y_n')
     """
-    parts = hook.split(".")
-    if hook.startswith("ln_final"):
+    if hook == FINAL_NORM:
         return "y_n"
+    parts = hook.split(".")
     if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
         if parts[2] == "hook_resid_post":
             return f"v({int(parts[1]) + 1})"
