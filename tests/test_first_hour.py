@@ -121,6 +121,8 @@ def test_page_is_a_view_like_the_others(tmp_path: Path) -> None:
     cell = page._repr_html_()
     assert cell.count(render.bundle()) == 1 and "<p>notes</p>" in cell
     assert str(page) == page.html()
+    with pytest.raises(TypeError, match="or HTML strings"):
+        render.page([view, 3], title="mine")  # type: ignore[list-item]
 
 
 # ---------------------------------------------------------------------- say what it holds

@@ -319,7 +319,7 @@ table.osl-table th { background: #f4f4f4; }
 """.strip()
 
 
-def page(views: Sequence["Rendered | str"], *, title: str) -> Page:
+def page(views: Sequence[Any], *, title: str) -> Page:  # items checked below, with advice
     """Many views on one page: the bundle inlined once, then every view.
 
     Args:
@@ -338,7 +338,14 @@ def page(views: Sequence["Rendered | str"], *, title: str) -> Page:
         >>> text.count("CircuitsVis.render("), text.count("<p>done</p>")
         (1, 1)
     """
-    return Page(list(views), title)
+    views = list(views)
+    for view in views:
+        if not isinstance(view, Rendered | str):
+            raise TypeError(
+                f"page takes views (render.colored_tokens(...), render.collapse_pair(...)...) "
+                f"or HTML strings; got {type(view).__name__}"
+            )
+    return Page(views, title)
 
 
 def page_html(views: Sequence["Rendered | str"], *, title: str) -> str:
