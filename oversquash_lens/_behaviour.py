@@ -17,6 +17,7 @@ from ._checks import require_int
 from ._compat import backend_of
 from ._errors import CheckpointError
 from ._generate import greedy_generate, hf_view, hooks_active
+from ._progress import progress_bar
 from .capture import preserve_state
 from .results._checkpoint import Checkpoint
 from .tasks._base import check_lengths
@@ -89,8 +90,6 @@ def behaviour(
         >>> result.accuracy()[["k", "n"]].values.tolist()
         [[2, 2], [4, 2]]
     """
-    from tqdm.auto import tqdm
-
     adapter = ModelAdapter(model)
     ordered = sorted(set(check_lengths(lengths, 0)))
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -114,7 +113,7 @@ def behaviour(
     done = _finished_lengths(ckpt)
     instances = task.instances(ordered, samples)
     tokenizer = adapter.tokenizer
-    bar = tqdm(ordered, disable=not progress, desc=f"behaviour {task.name}", unit="length")
+    bar = progress_bar(ordered, disable=not progress, desc=f"behaviour {task.name}", unit="length")
     with preserve_state(model):
         for k in bar:
             if k in done:

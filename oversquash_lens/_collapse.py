@@ -26,6 +26,7 @@ from ._attach import attach
 from ._dtypes import native_torch_dtype
 from ._errors import CheckpointError, UnsupportedArchitectureError, UnsupportedPrecisionError
 from ._generate import greedy_continuation
+from ._progress import progress_bar
 from .analyzers._collapse_math import METRICS, distances
 from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations, compare_arrays
 from .analyzers._collapse_result import CollapseResult
@@ -284,8 +285,6 @@ def collapse(
         >>> result.distances.shape  # precision, length, point (v0..v2, y_n, logits), metric
         torch.Size([2, 3, 5, 4])
     """
-    from tqdm.auto import tqdm
-
     adapter = ModelAdapter(model)
     if continuation < 0:
         raise ValueError(f"continuation must be >= 0, got {continuation}")
@@ -318,7 +317,9 @@ def collapse(
     saved = _open_checkpoint(checkpoint, adapter, signature)
     state: dict[str, Any] = {"done": saved[1] if saved else {}}
     total = len(settings) * sum(len(u.passes) for u in units)
-    bar = tqdm(total=total, disable=not progress, desc=f"collapse {family.name}", unit="pass")
+    bar = progress_bar(
+        total=total, disable=not progress, desc=f"collapse {family.name}", unit="pass"
+    )
     last_save = time.monotonic()
     probe_names = CollapseProbe(heads=heads).hook_names(adapter)
     for p, setting in enumerate(settings):

@@ -27,6 +27,7 @@ from ._glasses_variants import Variant as Variant
 from ._glasses_variants import glasses as glasses
 from ._glasses_variants import parse_variant as parse_variant
 from ._glasses_variants import separators
+from ._progress import progress_bar
 from .analyzers._collapse_math import METRICS
 from .analyzers._sensitivity_fn import sensitivity as _sensitivity
 from .tasks._base import Lengths, SequenceFamily, SequencePair, check_lengths
@@ -239,8 +240,6 @@ def compare_glasses(
         >>> result.linf.shape
         torch.Size([2, 2])
     """
-    from tqdm.auto import tqdm
-
     adapter = ModelAdapter(model)
     ks = sorted(set(check_lengths(lengths, 1)))
     parsed = [parse_variant(v) for v in variants]
@@ -276,7 +275,7 @@ def compare_glasses(
     out["argmax_equal"] = torch.full(shape, -1, dtype=torch.long)
     out["relevant_position"] = torch.full(shape, -1, dtype=torch.long)
     steps = len(parsed) * (1 + (sensitivity != "none") * len(ks) + behaviour)
-    bar = tqdm(total=steps, disable=not progress, desc=f"glasses {_task_name(task)}")
+    bar = progress_bar(total=steps, disable=not progress, desc=f"glasses {_task_name(task)}")
     for v, (variant, vtask, setting) in enumerate(zip(parsed, tasks, settings, strict=True)):
         bar.set_postfix_str(variant.label)
         rows = _collapse_rows(model, vtask, ks, variant, chat, setting.label)
@@ -375,8 +374,6 @@ def separator_search(
         >>> found.apart.shape
         torch.Size([2, 4])
     """
-    from tqdm.auto import tqdm
-
     criterion = "epsilon" if criterion == "eps" else criterion
     if criterion not in ("epsilon", "bits"):
         raise ValueError(f"criterion must be 'epsilon' (or 'eps') or 'bits', got {criterion!r}")
@@ -396,7 +393,7 @@ def separator_search(
     ]
     variant_tasks = [v.apply(task) for v in variants]
     rows: list[dict[str, torch.Tensor]] = []
-    for variant, vtask in tqdm(
+    for variant, vtask in progress_bar(
         list(zip(variants, variant_tasks, strict=True)), disable=not progress, desc="spacings"
     ):
         found = _collapse_rows(model, vtask, ks, variant, chat, setting.label)

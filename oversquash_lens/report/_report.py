@@ -15,6 +15,7 @@ from typing import Any
 from .._adapter import ModelAdapter
 from .._collapse import collapse
 from .._json import dumps
+from .._progress import progress_bar
 from .._trace import trace
 from ..analyzers._collapse_math import METRICS
 from ..analyzers._collapse_result import CollapseResult
@@ -89,8 +90,6 @@ def report(
         >>> page.name, (page.parent / "summary.json").exists()
         ('report.html', True)
     """
-    from tqdm.auto import tqdm
-
     plan = get_suite(suite, quick=quick, precisions=precisions)  # fails before loading
     start = time.perf_counter()
     if isinstance(model, str):
@@ -104,7 +103,7 @@ def report(
     for sub in ("results", "figures"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     sections: list[Section] = []
-    bar = tqdm(total=len(plan.steps), disable=not progress, desc="report", unit="step")
+    bar = progress_bar(total=len(plan.steps), disable=not progress, desc="report", unit="step")
     for step in plan.steps:
         bar.set_postfix_str(step.key)
         began = time.perf_counter()
