@@ -146,10 +146,10 @@ heads_view = render.attention_heads(model, tokens, max_tokens=40)
 for name, view in (("flow_tokens.html", tokens_view), ("attention_heads.html", heads_view)):
     saved = view.save_html(opts.out / name)
     print(f"saved {saved} ({saved.stat().st_size / 1e6:.1f} MB)")
-if in_notebook():
+if in_notebook():  # the first view inlines the circuitsvis bundle, the second reuses it
     from IPython.display import display  # pyright: ignore[reportMissingImports]
 
-    display(tokens_view)
+    display(tokens_view, heads_view)
 
 # %%
 print(f"done in {clock}")

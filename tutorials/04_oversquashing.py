@@ -27,7 +27,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from _common import Timer, options, save
+from _common import Timer, in_notebook, options, save
 
 import oversquash_lens as osl
 from oversquash_lens import tasks
@@ -230,5 +230,10 @@ flow.plot_agreement(axes[0], measure="full")
 flow.plot_agreement(axes[1], measure="frozen")
 fig.tight_layout()
 save(fig, opts.out, "proxies.png")
-osl.render.proxy_tokens(flow).save_html(opts.out / "proxies.html")
+proxies_view = osl.render.proxy_tokens(flow)
+proxies_view.save_html(opts.out / "proxies.html")
+if in_notebook():
+    from IPython.display import display  # pyright: ignore[reportMissingImports]
+
+    display(proxies_view)
 print(f"done in {clock}")

@@ -4,6 +4,7 @@ Kept tiny on purpose: everything a tutorial measures is in the tutorial itself.
 """
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -33,16 +34,28 @@ def in_notebook() -> bool:
     return "ipykernel" in sys.modules
 
 
+# In a notebook there is no command line: these variables stand for --fast, --model
+# and --out there (and as defaults for a script run).
+FAST_ENV, MODEL_ENV, OUT_ENV = "OSL_TUTORIAL_FAST", "OSL_TUTORIAL_MODEL", "OSL_TUTORIAL_OUT"
+
+
 def options(name: str, default_model: str = "smollm2-135m") -> Options:
     """Parse ``--model``, ``--fast``, ``--out`` and ``--threads``; make the output folder.
 
-    Unknown arguments (Jupyter's ``-f kernel.json``) are ignored. Selects the
-    non-interactive matplotlib backend when run as a script.
+    Unknown arguments (Jupyter's ``-f kernel.json``) are ignored. In a notebook the
+    command line is not read: ``OSL_TUTORIAL_FAST=1``, ``OSL_TUTORIAL_MODEL`` and
+    ``OSL_TUTORIAL_OUT`` (a folder, the tutorial's name appended) stand for the options.
+    Selects the non-interactive matplotlib backend when run as a script.
     """
     parser = argparse.ArgumentParser(description=f"oversquash_lens tutorial {name}")
-    parser.add_argument("--model", default=default_model, help="any osl.load_model name")
-    parser.add_argument("--fast", action="store_true", help="tiny sizes (CI)")
-    parser.add_argument("--out", type=Path, default=Path("tutorial_out") / name)
+    out_root = Path(os.environ.get(OUT_ENV) or "tutorial_out")
+    parser.add_argument(
+        "--model", default=os.environ.get(MODEL_ENV) or default_model, help="any load_model name"
+    )
+    parser.add_argument(
+        "--fast", action="store_true", default=os.environ.get(FAST_ENV) == "1", help="tiny sizes"
+    )
+    parser.add_argument("--out", type=Path, default=out_root / name)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     argv = [] if in_notebook() else sys.argv[1:]
     args, _ = parser.parse_known_args(argv)
@@ -58,7 +71,7 @@ def options(name: str, default_model: str = "smollm2-135m") -> Options:
     return Options(args.model, args.fast, args.out, args.threads)
 
 
-def save(fig: Any, out: Path, filename: str, dpi: int = 90) -> Path:
+def save(fig: Any, out: Path, filename: str, dpi: int = 90) -> None:
     """Save a matplotlib figure as a small PNG under ``out``, show it in a notebook."""
     import matplotlib.pyplot as plt
 
@@ -68,7 +81,6 @@ def save(fig: Any, out: Path, filename: str, dpi: int = 90) -> Path:
         plt.show()
     plt.close(fig)
     print(f"saved {path}")
-    return path
 
 
 class Timer:

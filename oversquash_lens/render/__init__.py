@@ -23,6 +23,7 @@ from ._page import Page as Page
 from ._page import Rendered as Rendered
 from ._page import bundle as bundle
 from ._page import element_ids as element_ids
+from ._page import notebook_bundle as notebook_bundle
 from ._page import page as page
 from ._style import log_axes as log_axes
 from ._style import precision_lines as precision_lines
@@ -42,6 +43,7 @@ __all__ = [
     "element_ids",
     "flow_tokens",
     "log_axes",
+    "notebook_bundle",
     "page",
     "precision_lines",
     "proxy_tokens",

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,58 @@ def circuitsvis_version() -> str:
         return importlib.metadata.version("circuitsvis")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+# ---------------------------------------------------------------------- notebooks
+BUNDLE_MODES = ("auto", "once", "every")
+_notebook = {"mode": "auto", "sent": False}
+# Shown in place of a view whose output has no bundle when the bundle is not loaded.
+_MISSING_BUNDLE = (
+    '<script>if (typeof CircuitsVis === "undefined") {document.currentScript.insertAdjacentHTML('
+    '"afterend", "<p class=\\"osl-note\\">This view uses the circuitsvis bundle that the first '
+    "view shown in this notebook inlined, and it is not loaded here: run that cell again, or "
+    "call oversquash_lens.render.notebook_bundle('every') and show this view again.</p>\");}"
+    "</script>"
+)
+
+
+def notebook_bundle(mode: str = "auto") -> None:
+    """How views shown in a notebook carry the circuitsvis bundle (about 1.3 MB).
+
+    Args:
+        mode: ``"auto"`` (the default): inside a Jupyter kernel, the first view shown
+            inlines the bundle and later views use it, so a notebook holds one copy;
+            elsewhere every ``_repr_html_`` is self-contained. ``"once"``: one copy per
+            process wherever it runs. ``"every"``: each view's output inlines its own copy,
+            for front ends that isolate each output (an output in its own iframe) or after
+            clearing the first view's output.
+
+    Calling it also forgets that the bundle was sent: the next view inlines it again.
+
+    Example:
+        >>> from oversquash_lens import render
+        >>> view = render.colored_tokens(["a"], [1.0])
+        >>> render.notebook_bundle("once")
+        >>> [view._repr_html_().count(render.bundle()) for _ in range(2)]
+        [1, 0]
+        >>> render.notebook_bundle("every")
+        >>> [view._repr_html_().count(render.bundle()) for _ in range(2)]
+        [1, 1]
+        >>> render.notebook_bundle()  # back to the default
+    """
+    if mode not in BUNDLE_MODES:
+        raise ValueError(f"notebook_bundle mode must be one of {BUNDLE_MODES}, got {mode!r}")
+    _notebook.update(mode=mode, sent=False)
+
+
+def _notebook_prelude() -> str:
+    """The bundle's ``<script>`` for this notebook output, or a guard if it was sent."""
+    mode = _notebook["mode"]
+    once = mode == "once" or (mode == "auto" and "ipykernel" in sys.modules)
+    if once and _notebook["sent"]:
+        return _MISSING_BUNDLE
+    _notebook["sent"] = once
+    return f"<script>{bundle()}</script>"
 
 
 # ---------------------------------------------------------------------- data
@@ -225,8 +278,8 @@ class Rendered:
         return "\n".join(out)
 
     def _repr_html_(self) -> str:
-        """Self-contained snippet for Jupyter / VS Code: the bundle inlined, then the view."""
-        return f"<div>\n<script>{bundle()}</script>\n{self.fragment()}\n</div>"
+        """The view for Jupyter / VS Code: the bundle once per notebook (see notebook_bundle)."""
+        return f"<div>\n{_notebook_prelude()}\n{self.fragment()}\n</div>"
 
     def html(self) -> str:
         """A complete offline HTML page with this view alone (ids ``osl-0``...)."""
@@ -277,7 +330,7 @@ class Page:
         ids = _id_source(None)
         body = [v if isinstance(v, str) else v.fragment(ids) for v in self.views]
         title = f"<h2>{html.escape(self.title)}</h2>"
-        return "\n".join(["<div>", f"<script>{bundle()}</script>", title, *body, "</div>"])
+        return "\n".join(["<div>", _notebook_prelude(), title, *body, "</div>"])
 
     def __str__(self) -> str:
         return self.html()
