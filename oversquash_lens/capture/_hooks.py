@@ -28,7 +28,8 @@ from .._errors import MissingHookError
 from ._guard import Token, discard, guarded
 from ._state import preserve_state
 
-HookFn = Callable[..., Any]  # fn(activation, *, hook) -> replacement or None
+HookFn = Callable[..., Any]
+"""A TransformerLens hook: ``fn(activation, *, hook)`` returns a replacement or None."""
 Direction = Literal["fwd", "bwd"]
 Order = Literal["append", "first", "last"]
 

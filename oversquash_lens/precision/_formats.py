@@ -156,6 +156,8 @@ register_format(FloatFormat("float8_e5m2", 5, 2, torch_dtype=torch.float8_e5m2),
 _CUSTOM = re.compile(r"^e(\d+)m(\d+)$")
 
 FormatLike = FloatFormat | str | tuple[int, int] | torch.dtype
+"""A format: a ``FloatFormat``, its name (``"bfloat16"``, ``"e5m7"``), ``(exponent bits,
+mantissa bits)`` or a torch floating dtype."""
 
 
 def get_format(spec: FormatLike) -> FloatFormat:

@@ -122,6 +122,7 @@ KINDS: dict[str, Kind] = {
     ),
 }
 TASK_NAMES = tuple(KINDS)
+"""The names of the task kinds (``copy_last``, ``count_ones``, ...), in registry order."""
 
 
 def render_sequence(

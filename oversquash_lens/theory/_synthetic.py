@@ -46,6 +46,7 @@ from ._types import Curve, Lengths, SeedCurves
 __all__ = ["CollapseCurve", "PositionalEncoding", "SyntheticLayer", "synthetic_collapse_curve"]
 
 PositionalEncoding = Literal["nope", "sinusoidal", "sinusoidal_residual", "rope", "alibi"]
+"""The positional encodings of ``SyntheticLayer`` (``pe``), as the module docstring lists them."""
 _ENCODINGS: tuple[str, ...] = ("nope", "sinusoidal", "sinusoidal_residual", "rope", "alibi")
 _CHUNK_ELEMENTS = 2**22  # float64 elements per [seeds, tokens, d_model] block (32 MiB)
 _F64 = torch.float64
