@@ -43,6 +43,10 @@ from ._glasses_result import SeparatorSearch as SeparatorSearch
 from ._glasses_variants import Variant as Variant
 from ._glasses_variants import glasses as glasses
 from ._glasses_variants import parse_variant as parse_variant
+from ._shards import Shard as Shard
+from ._shards import behaviour_shard as behaviour_shard
+from ._shards import collapse_shard as collapse_shard
+from ._shards import merge as merge_shards
 from ._trace import trace as trace
 from .analyzers import Analyzer as Analyzer
 from .analyzers import AttentionPaths as AttentionPaths
@@ -101,6 +105,11 @@ __all__ = [
     "PairComparison",
     "Representations",
     "collapse",
+    # a sweep split across machines (the CLI's --shard I/N), then merged
+    "Shard",
+    "collapse_shard",
+    "behaviour_shard",
+    "merge_shards",
     "BehaviourResult",
     "behaviour",
     "greedy_generate",

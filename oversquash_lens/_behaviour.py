@@ -7,7 +7,7 @@ special tokens, parsed and scored. With ``checkpoint=path`` the rows so far are 
 atomically after every length, and a rerun with the same arguments skips finished ones.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,11 @@ from ._errors import CheckpointError
 from ._generate import greedy_generate, hf_view, hooks_active
 from ._progress import progress_bar
 from .capture import preserve_state
+from .results import Provenance
 from .results._checkpoint import Checkpoint
 from .tasks._base import check_lengths
+
+RECIPE = "recipe"  # the checkpoint entry of a shard's plan
 
 
 def generation_route(model: Any) -> str:
@@ -90,6 +93,41 @@ def behaviour(
         >>> result.accuracy()[["k", "n"]].values.tolist()
         [[2, 2], [4, 2]]
     """
+    recipe, done, _ = sweep(
+        model,
+        task,
+        lengths,
+        samples=samples,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        chat=chat,
+        prepend_bos=prepend_bos,
+        progress=progress,
+        checkpoint=checkpoint,
+    )
+    return assemble(recipe, done)
+
+
+def sweep(
+    model: Any,
+    task: Any,
+    lengths: Iterable[int],
+    *,
+    samples: int,
+    max_new_tokens: int | None,
+    batch_size: int,
+    chat: bool | None,
+    prepend_bos: bool | None,
+    progress: bool,
+    checkpoint: str | Path | None,
+    only: Callable[[list[int], list[int]], set[int]] | None = None,
+) -> tuple[dict[str, Any], dict[int, list[Any]], Checkpoint | None]:
+    """Run :func:`behaviour`'s lengths; return its plan, the rows per length, the checkpoint.
+
+    ``only`` picks the lengths to run from all of them and a cost per length (its prompt
+    tokens, for a shard of the sweep, see ``oversquash_lens._shards``); None runs all.
+    The plan is JSON-able and, with the rows, all :func:`assemble` needs.
+    """
     adapter = ModelAdapter(model)
     ordered = sorted(set(check_lengths(lengths, 0)))
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -110,10 +148,12 @@ def behaviour(
     if checkpoint is not None:
         key = {"sweep": signature, "model": adapter.fingerprint()}
         ckpt = Checkpoint.open(checkpoint, "behaviour", key)
-    done = _finished_lengths(ckpt)
+    done = finished_lengths(ckpt)
+    wanted = set(ordered) if only is None else only(ordered, [k + 1 for k in ordered])
     instances = task.instances(ordered, samples)
     tokenizer = adapter.tokenizer
-    bar = progress_bar(ordered, disable=not progress, desc=f"behaviour {task.name}", unit="length")
+    todo = [k for k in ordered if k in wanted]
+    bar = progress_bar(todo, disable=not progress, desc=f"behaviour {task.name}", unit="length")
     with preserve_state(model):
         for k in bar:
             if k in done:
@@ -143,29 +183,46 @@ def behaviour(
                 ckpt.put(str(k), rows)
                 ckpt.save()
     bar.close()
+    provenance = adapter.provenance(
+        task=task.describe(),
+        samples=samples,
+        batch_size=batch_size,
+        generation=generation_route(model),
+        decoding="greedy (argmax), special tokens skipped when decoding",
+    )
+    recipe = {
+        "lengths": ordered,
+        "task": task.name,
+        "task_description": task.describe(),
+        "max_new_tokens": new_tokens,
+        "chat": chat,
+        "prepend_bos": prepend_bos,
+        "provenance": provenance.to_dict(),
+    }
+    return recipe, done, ckpt
+
+
+def assemble(recipe: dict[str, Any], done: dict[int, list[Any]]) -> BehaviourResult:
+    """The :class:`BehaviourResult` of a sweep's plan and its rows (no model needed)."""
     return BehaviourResult.from_rows(
-        [row for k in ordered for row in done[k]],
-        task=task.name,
-        task_description=task.describe(),
-        max_new_tokens=new_tokens,
-        chat=chat,
-        prepend_bos=prepend_bos,
-        provenance=adapter.provenance(
-            task=task.describe(),
-            samples=samples,
-            batch_size=batch_size,
-            generation=generation_route(model),
-            decoding="greedy (argmax), special tokens skipped when decoding",
-        ),
+        [row for k in recipe["lengths"] for row in done[k]],
+        task=recipe["task"],
+        task_description=recipe["task_description"],
+        max_new_tokens=recipe["max_new_tokens"],
+        chat=recipe["chat"],
+        prepend_bos=recipe["prepend_bos"],
+        provenance=Provenance.from_dict(recipe["provenance"]),
     )
 
 
-def _finished_lengths(ckpt: Checkpoint | None) -> dict[int, list[Any]]:
+def finished_lengths(ckpt: Checkpoint | None) -> dict[int, list[Any]]:
     """The rows of every length the checkpoint already holds."""
     if ckpt is None:
         return {}
     done = {}
     for name in ckpt.names():
+        if name == RECIPE:  # a shard's plan (oversquash_lens._shards)
+            continue
         entry = ckpt.get(name)
         if not name.isdigit() or entry is None or not isinstance(entry[0], list):
             raise CheckpointError(f"checkpoint {ckpt.path} holds an unknown entry {name!r}")

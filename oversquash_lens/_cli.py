@@ -308,15 +308,24 @@ def _family(args: Any) -> Any:
 
 def _collapse(args: Any) -> int:
     from ._collapse import collapse
-    from .report._report import COLLAPSE_COLUMNS, collapse_rows
+    from ._shards import collapse_shard
 
     precisions = parse_precisions(args.precision) or ["float32"]
     _check_precisions(precisions)
     model = _load(args)
     family = _family(args)
-    result = collapse(
-        model, family, args.lengths, precisions, mode=args.mode, heads=-1, progress=not args.json
-    )
+    options = {"mode": args.mode, "heads": -1, "progress": not args.json}
+    if args.shard is not None:
+        path = collapse_shard(
+            model, family, args.lengths, precisions, args.shard, args.out, **options
+        )
+        return _shard_written(args, path)
+    return _collapse_output(args, collapse(model, family, args.lengths, precisions, **options))
+
+
+def _collapse_output(args: Any, result: Any) -> int:
+    from .report._report import COLLAPSE_COLUMNS, collapse_rows
+
     rows = collapse_rows(result)
     payload: dict[str, Any] = {
         "family": result.family_params,
@@ -338,6 +347,7 @@ def _collapse(args: Any) -> int:
 def _behaviour(args: Any) -> int:
     from . import tasks
     from ._behaviour import behaviour
+    from ._shards import behaviour_shard
 
     if args.task not in tasks.TASKS:
         raise UsageError(f"unknown task {args.task!r}: choose one of {', '.join(tasks.TASKS)}")
@@ -348,18 +358,22 @@ def _behaviour(args: Any) -> int:
     except ValueError as exc:  # e.g. count_word has no compact form
         raise UsageError(f"task {args.task!r} in {style} style: {exc}") from None
     model = _load(args)
-    result = behaviour(
-        model,
-        task,
-        args.lengths,
-        samples=args.samples,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        progress=not args.json,
-    )
+    options = {
+        "samples": args.samples,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "progress": not args.json,
+    }
+    if args.shard is not None:
+        path = behaviour_shard(model, task, args.lengths, args.shard, args.out, **options)
+        return _shard_written(args, path)
+    return _behaviour_output(args, behaviour(model, task, args.lengths, **options))
+
+
+def _behaviour_output(args: Any, result: Any) -> int:
     rows = result.accuracy().to_dict("records")
     n_star = result.failure_length()
-    payload: dict[str, Any] = {"task": args.task, "failure_length": n_star, "accuracy": rows}
+    payload: dict[str, Any] = {"task": result.task, "failure_length": n_star, "accuracy": rows}
     payload["rows"] = result.rows()
     folder = _out_folder(args)
     if folder is not None:
@@ -367,6 +381,27 @@ def _behaviour(args: Any) -> int:
         payload["files"] += _save_plot(result, folder, "behaviour")
     text = [f"{result.task_description}: accuracy per length, N* = {n_star}"]
     return _emit(args, payload, text + _table(rows))
+
+
+def _shard_written(args: Any, path: Path) -> int:
+    shard = f"{args.shard.index}/{args.shard.count}"
+    payload = {"command": args.command, "shard": shard, "shard_file": str(path)}
+    text = [
+        f"{args.command} shard {shard}: wrote {path}",
+        "when every shard is done: oversquash-lens merge <every shard's file> --out DIR",
+    ]
+    # summary.json would collide between shards sharing one folder: the file is the record
+    return _emit(args, payload, text, summary=False)
+
+
+def _merge(args: Any) -> int:
+    from ._behaviour_result import BehaviourResult
+    from ._shards import merge
+
+    result = merge(args.files)
+    if isinstance(result, BehaviourResult):
+        return _behaviour_output(args, result)
+    return _collapse_output(args, result)
 
 
 def _report(args: Any) -> int:
@@ -407,6 +442,7 @@ _COMMANDS = {
     "collapse": _collapse,
     "behaviour": _behaviour,
     "report": _report,
+    "merge": _merge,
 }
 
 

@@ -58,11 +58,20 @@ Run `oversquash-lens COMMAND --help` for each command's options and examples.
 Lengths: START:STOP[:STEP] (STOP included when the step reaches it) or a comma list.
 Precisions: float32, float16, bfloat16, float64 run natively; emulate:<format> (e.g.
 emulate:float8_e4m3, emulate:e5m3) rounds the residual stream instead.
+Across machines: the same command with --shard I/N --out DIR on each, then `merge`.
 """,
     "behaviour": """examples:
   oversquash-lens behaviour --model smollm2-135m --task copy_last --lengths 1,5,10,20
   oversquash-lens behaviour --model tiny-gpt2 --task count_ones --lengths 1:10 --json
   oversquash-lens behaviour --model toy-copy --task copy_first --lengths 8,32,48,64
+  oversquash-lens behaviour --model toy-copy --lengths 1:64 --shard 2/4 --out /tmp/b
+""",
+    "merge": """examples:
+  oversquash-lens merge /tmp/c/collapse.shard-*-of-3.ckpt --out /tmp/c
+  oversquash-lens merge shard1/behaviour.shard-1-of-2.ckpt shard2/behaviour.shard-2-of-2.ckpt
+
+Combines the files that `collapse ... --shard I/N --out DIR` and `behaviour ... --shard I/N
+--out DIR` wrote into the result the unsharded command gives, with the same outputs.
 """,
     "report": """examples:
   oversquash-lens report --model smollm2-135m --out report/    # full suite, ~7 min, 2 CPUs
@@ -133,6 +142,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     Raises:
         UsageError: With what to give instead.
     """
+    if getattr(args, "shard", None) is not None and not args.out:
+        raise UsageError(
+            f"--shard {args.shard.index}/{args.shard.count} needs --out DIR: the shard's file "
+            "is written there, for `oversquash-lens merge`"
+        )
     if getattr(args, "out", None):
         check_out(args.out)
     if getattr(args, "device", None) is not None:
@@ -244,6 +258,26 @@ def _positive(text: str) -> int:
     return value
 
 
+def parse_shard(text: str) -> Any:
+    """``--shard I/N`` as a :class:`~oversquash_lens._shards.Shard`."""
+    from ._shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N into --out (then `merge` the N files)",
+    )
+
+
 def _sub(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
     return sub.add_parser(
         name,
@@ -335,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lengths", type=parse_lengths, default=parse_lengths("1:100"))
     p.add_argument("--precision", action="append", help="comma list; repeatable")
     p.add_argument("--mode", choices=["shared", "independent"], default="shared")
+    _shard(p)
     _out(p)
 
     p = _sub(sub, "behaviour", "greedy answers of a task against length")
@@ -350,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive, default=4)
     p.add_argument("--max-new-tokens", type=_positive, default=None, help="default: the task's")
     p.add_argument("--batch-size", type=_positive, default=8)
+    _shard(p)
+    _out(p)
+
+    p = _sub(sub, "merge", "combine the shards of a collapse or behaviour sweep into one result")
+    p.add_argument("files", nargs="+", help="every shard's <sweep>.shard-I-of-N.ckpt file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _out(p)
 
     p = _sub(sub, "report", "run the paper's suite and write a self-contained HTML report")

@@ -13,7 +13,7 @@ longest sequence (plus one for the noise floor) instead of 2N passes.
 
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,12 +32,14 @@ from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations,
 from .analyzers._collapse_result import CollapseResult
 from .capture import check_emulation, emulate_precision, native_dtype
 from .precision import FloatFormat, FormatLike, get_format
+from .results import Provenance
 from .results._checkpoint import Checkpoint
 from .tasks._base import check_lengths
 from .tasks._custom import PairFamily
 
 Mode = Literal["shared", "independent"]
 EMULATE = "emulate:"
+RECIPE = "recipe"  # the checkpoint entry of a shard's plan
 _CHUNK = 32  # pairs compared at once: bounds the float64 copies of the logits
 
 
@@ -285,6 +287,33 @@ def collapse(
         >>> result.distances.shape  # precision, length, point (v0..v2, y_n, logits), metric
         torch.Size([2, 3, 5, 4])
     """
+    plan, done, _ = sweep(
+        model, family, lengths, precisions, mode, heads, continuation, progress, checkpoint
+    )
+    return assemble(plan, done)
+
+
+Done = dict[tuple[int, int], tuple[dict[str, Tensor], tuple[str, ...], tuple[int, ...]]]
+
+
+def sweep(
+    model: Any,
+    family: Any,
+    lengths: Iterable[int] | None,
+    precisions: Sequence[FormatLike],
+    mode: str,
+    heads: HeadSpec,
+    continuation: int,
+    progress: bool,
+    checkpoint: str | Path | None,
+    only: Callable[[list[tuple[int, int]], list[int]], set[tuple[int, int]]] | None = None,
+) -> tuple[dict[str, Any], Done, Checkpoint | None]:
+    """Run :func:`collapse`'s units; return its plan, the units done and the checkpoint.
+
+    ``only`` picks the units to run from every ``(precision, unit)`` item and each item's
+    pass count (a shard of the sweep, see ``oversquash_lens._shards``); None runs all.
+    The plan is JSON-able and, with the units done, all :func:`assemble` needs.
+    """
     adapter = ModelAdapter(model)
     if continuation < 0:
         raise ValueError(f"continuation must be >= 0, got {continuation}")
@@ -314,18 +343,24 @@ def collapse(
         "heads": heads if isinstance(heads, bool | int) else list(heads),
         "continuation": continuation,
     }
+    items = [(p, u) for p in range(len(settings)) for u in range(len(units))]
+    wanted = set(items) if only is None else only(items, [len(units[u].passes) for _, u in items])
     saved = _open_checkpoint(checkpoint, adapter, signature)
-    state: dict[str, Any] = {"done": saved[1] if saved else {}}
-    total = len(settings) * sum(len(u.passes) for u in units)
+    done: Done = saved[1] if saved else {}
+    total = sum(len(units[u].passes) for p, u in items if (p, u) in wanted)
     bar = progress_bar(
         total=total, disable=not progress, desc=f"collapse {family.name}", unit="pass"
     )
     last_save = time.monotonic()
     probe_names = CollapseProbe(heads=heads).hook_names(adapter)
     for p, setting in enumerate(settings):
+        if not any((p, u) in wanted for u in range(len(units))):
+            continue
         with _precision_context(model, setting):
             for u, unit in enumerate(units):
-                if (p, u) in state["done"]:
+                if (p, u) not in wanted:
+                    continue
+                if (p, u) in done:
                     bar.update(len(unit.passes))
                     continue
                 reps = _run_passes(model, unit, heads, adapter.device)
@@ -334,19 +369,35 @@ def collapse(
                     model, [pairs[i] for i in unit.pairs], continuation, adapter.device
                 )
                 points = reps[0].points + (("logits",) if reps[0].logits.shape[-1] else ())
-                state["done"][p, u] = (metrics, points, reps[0].head_layers)
+                done[p, u] = (metrics, points, reps[0].head_layers)
                 bar.update(len(unit.passes))
                 if saved is not None:
-                    _remember(saved[0], (p, u), state["done"][p, u])
+                    _remember(saved[0], (p, u), done[p, u])
                     if time.monotonic() - last_save > 30:
                         saved[0].save()
                         last_save = time.monotonic()
     bar.close()
     if saved is not None:
         saved[0].save()
-    return _assemble(
-        adapter, family, ordered, settings, units, state, mode, continuation, probe_names
+    passes = sum(len(u.passes) for u in units)
+    provenance = adapter.provenance(
+        hook_names=probe_names,
+        precision=", ".join(labels),
+        extra={"family": family.describe(), "mode": mode, "passes_per_precision": passes},
     )
+    recipe = {
+        "lengths": ordered,
+        "precisions": labels,
+        "formats": [s.fmt.name for s in settings],
+        "unit_pairs": [u.pairs for u in units],
+        "passes": passes,
+        "mode": mode,
+        "continuation": continuation,
+        "family": family.name,
+        "family_params": family.describe(),
+        "provenance": provenance.to_dict(),
+    }
+    return recipe, done, saved[0] if saved else None
 
 
 def _continuations(model: Any, pairs: list[Any], length: int, device: torch.device) -> Tensor:
@@ -360,26 +411,20 @@ def _continuations(model: Any, pairs: list[Any], length: int, device: torch.devi
     return torch.tensor(out, dtype=torch.long)
 
 
-def _assemble(
-    adapter: ModelAdapter,
-    family: Any,
-    lengths: list[int],
-    settings: list[Setting],
-    units: list[_Unit],
-    state: dict[str, Any],
-    mode: str,
-    continuation: int,
-    probe_names: list[str],
-) -> CollapseResult:
+def assemble(recipe: dict[str, Any], done: Done) -> CollapseResult:
+    """The :class:`CollapseResult` of a sweep's plan and its units (no model needed).
+
+    Every ``(precision, unit)`` of the plan must be in ``done``.
+    """
     per_precision: list[dict[str, Tensor]] = []
     points: tuple[str, ...] = ()
     head_layers: tuple[int, ...] = ()
-    for p in range(len(settings)):
+    for p in range(len(recipe["precisions"])):
         order: list[int] = []
         parts: list[dict[str, Tensor]] = []
-        for u, unit in enumerate(units):
-            metrics, points, head_layers = state["done"][p, u]
-            order += unit.pairs
+        for u, pairs in enumerate(recipe["unit_pairs"]):
+            metrics, points, head_layers = done[p, u]
+            order += pairs
             parts.append(metrics)
         inverse = torch.argsort(torch.tensor(order))
         per_precision.append({k: torch.cat([m[k] for m in parts])[inverse] for k in parts[0]})
@@ -387,12 +432,10 @@ def _assemble(
     def stack(key: str) -> Tensor:
         return torch.stack([m[key] for m in per_precision])
 
-    labels = ", ".join(s.label for s in settings)
-    passes = sum(len(u.passes) for u in units)
     return CollapseResult(
-        lengths=tuple(lengths),
-        precisions=tuple(s.label for s in settings),
-        formats=tuple(s.fmt.name for s in settings),
+        lengths=tuple(recipe["lengths"]),
+        precisions=tuple(recipe["precisions"]),
+        formats=tuple(recipe["formats"]),
         points=points,
         head_layers=head_layers,
         distances=stack("distances"),
@@ -405,20 +448,13 @@ def _assemble(
         argmax_a=stack("argmax_a"),
         argmax_b=stack("argmax_b"),
         continuation_equal=stack("continuation_equal"),
-        continuation=continuation,
-        family=family.name,
-        family_params=family.describe(),
-        mode=mode,
-        passes=passes,
-        provenance=adapter.provenance(
-            hook_names=probe_names,
-            precision=labels,
-            extra={"family": family.describe(), "mode": mode, "passes_per_precision": passes},
-        ),
+        continuation=recipe["continuation"],
+        family=recipe["family"],
+        family_params=recipe["family_params"],
+        mode=recipe["mode"],
+        passes=recipe["passes"],
+        provenance=Provenance.from_dict(recipe["provenance"]),
     )
-
-
-Done = dict[tuple[int, int], tuple[dict[str, Tensor], tuple[str, ...], tuple[int, ...]]]
 
 
 def _open_checkpoint(
@@ -433,15 +469,23 @@ def _open_checkpoint(
         return None
     key = {"sweep": signature, "model": adapter.fingerprint()}
     ckpt = Checkpoint.open(path, "collapse", key)
+    return ckpt, finished_units(ckpt)
+
+
+def finished_units(ckpt: Checkpoint) -> Done:
+    """The ``(precision, unit)`` entries a collapse checkpoint holds."""
+    path = ckpt.path
     done: Done = {}
     for name in ckpt.names():
         entry = ckpt.get(name)
+        if name == RECIPE:  # a shard's plan (oversquash_lens._shards)
+            continue
         p, _, u = name.partition("/")
         if entry is None or not (p.isdigit() and u.isdigit()):
             raise CheckpointError(f"checkpoint {path} holds an unknown entry {name!r}")
         meta, arrays = entry
         done[int(p), int(u)] = (arrays, tuple(meta["points"]), tuple(meta["head_layers"]))
-    return ckpt, done
+    return done
 
 
 def _remember(ckpt: Checkpoint, where: tuple[int, int], done: Any) -> None:

@@ -69,6 +69,24 @@ class Checkpoint:
             ckpt._read()
         return ckpt
 
+    @classmethod
+    def read(cls, path: str | Path) -> "Checkpoint":
+        """A checkpoint file as it is, whatever sweep and key it was written for.
+
+        For tools that combine checkpoints (merging shards): compare ``sweep`` and ``key``
+        yourself before using the entries.
+
+        Raises:
+            CheckpointError: If the file is missing, corrupt, truncated or not a checkpoint.
+        """
+        target = Path(path)
+        if not target.is_file():
+            raise CheckpointError(f"checkpoint {target} does not exist or is not a file")
+        header, _ = _read_file(target)
+        ckpt = cls(target, str(header.get("sweep")), header.get("key") or {})
+        ckpt._read()
+        return ckpt
+
     # ------------------------------------------------------------------ entries
     def __contains__(self, name: object) -> bool:
         return name in self._meta
