@@ -28,7 +28,6 @@ from ._glasses_variants import glasses as glasses
 from ._glasses_variants import parse_variant as parse_variant
 from ._glasses_variants import separators
 from ._progress import progress_bar
-from .analyzers._collapse_math import METRICS
 from .analyzers._sensitivity_fn import sensitivity as _sensitivity
 from .tasks._base import Lengths, SequenceFamily, SequencePair, check_lengths
 
@@ -174,12 +173,11 @@ def _collapse_rows(
         raise
     result = collapse(model, family, lengths, [label], heads=False, progress=False)
     y = result.point_index(None)
-    linf = METRICS.index("linf")
     argmax_equal = (result.argmax_a[0] == result.argmax_b[0]).long()
     argmax_equal[result.argmax_a[0] < 0] = -1
     return {
-        "linf": result.distances[0, :, y, linf],
-        "noise_linf": result.noise[0, :, y, linf],
+        "linf": result.metric()[0, :, y],
+        "noise_linf": result.metric(of="noise")[0, :, y],
         "eps_ratio": result.eps_ratio[0, :, y],
         "ulps": result.ulps[0, :, y],
         "bitwise_equal": result.bitwise_equal[0, :, y],

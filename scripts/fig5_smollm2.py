@@ -18,13 +18,13 @@ from typing import Any
 import torch
 
 import oversquash_lens as osl
-from oversquash_lens.analyzers._collapse_math import METRICS
+from oversquash_lens.analyzers._collapse_math import metric_index
 from oversquash_lens.report._suite import FIG5_LENGTHS, FIG5_PRECISIONS, fig5_families
 from oversquash_lens.results import atomic_write_bytes
 
 LENGTHS = list(FIG5_LENGTHS)
 PRECISIONS = list(FIG5_PRECISIONS)
-LINF = METRICS.index("linf")
+LINF = metric_index("linf")
 families = fig5_families  # Fig 5 (a)–(d); shared with osl.report
 
 

@@ -11,17 +11,17 @@ import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
 from oversquash_lens._collapse import parse_precision, plan
 from oversquash_lens.analyzers._collapse_math import (
-    METRICS,
     compare_in_format,
     distances,
     first_stable,
+    metric_index,
 )
 from oversquash_lens.precision import round_to_format, ulp_distance
 
 from .conftest import BACKENDS
 from .helpers import hook_registry, leftover_hooks, state_of
 
-LINF = METRICS.index("linf")
+LINF = metric_index("linf")
 floats = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
 
@@ -372,3 +372,18 @@ def test_smollm2_shared_and_independent_agree(load) -> None:
         model, family, lengths, ["float64"], heads=-1, mode="independent", progress=False
     )
     _assert_modes_agree(shared, independent, rotary_bridge=BACKENDS[0] == "bridge")
+
+
+def test_metrics_are_read_by_name_with_advice(load) -> None:
+    result = osl.collapse(load("tiny-gpt2", BACKENDS[0]), osl.tasks.ones(), [1, 2], progress=False)
+    assert torch.equal(result.metric("l2"), result.distances[..., 1])
+    assert torch.equal(result.metric("linf", of="noise"), result.noise[..., 2])
+    assert result.metric("cosine", of="head_distances").shape == result.head_distances.shape[:-1]
+    for bad in (lambda: result.curve("float32", metric="l3"), lambda: result.metric("L2")):
+        with pytest.raises(ValueError, match=r"metric must be one of \('l1', 'l2'"):
+            bad()
+    with pytest.raises(ValueError, match="of must be one of"):
+        result.metric("l2", of="argmax_a")
+    rows = result.rows()
+    assert rows == result.to_dataframe().to_dict("records")
+    assert len(rows) == len(result.precisions) * len(result.lengths) * len(result.points)

@@ -16,6 +16,21 @@ from ..precision import FormatLike, get_format, round_to_format, ulp_distance
 METRICS = ("l1", "l2", "linf", "cosine")
 
 
+def metric_index(metric: str) -> int:
+    """Where ``metric`` sits on the last axis of every distance tensor.
+
+    Raises:
+        ValueError: For a name that is not one of :data:`METRICS`.
+
+    Example:
+        >>> metric_index("linf")
+        2
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return METRICS.index(metric)
+
+
 def distances(
     a: Float[Tensor, " *shape d"], b: Float[Tensor, " *shape d"]
 ) -> Float64[Tensor, " *shape metric"]:

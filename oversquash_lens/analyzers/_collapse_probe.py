@@ -22,7 +22,7 @@ from ..precision import FormatLike, get_format
 from ..results import Provenance, Result
 from ..results._describe import short_point
 from ._base import Analyzer, RunRecord
-from ._collapse_math import METRICS, compare_in_format, distances
+from ._collapse_math import METRICS, compare_in_format, distances, metric_index
 
 if TYPE_CHECKING:
     from .._adapter import ModelAdapter
@@ -131,12 +131,11 @@ class PairComparison(Result):
 
         from ..render._style import log_axes, precision_lines, style
 
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        j = metric_index(metric)  # before a figure is made
         with style():
             if ax is None:
                 _, ax = plt.subplots(figsize=(7, 3.5))
-            values = self.distances[:, METRICS.index(metric)].clamp_min(1e-300)
+            values = self.distances[:, j].clamp_min(1e-300)
             ax.plot(range(len(self.points)), values.numpy(), marker="o", label=metric)
             ax.set_xticks(
                 range(len(self.points)), [short_point(p) for p in self.points], rotation=90

@@ -12,7 +12,7 @@ from .. import _hooknames as names
 from ..precision import get_format
 from ..results import Provenance, Result
 from ..theory import InverseLawFit, fit_inverse_law
-from ._collapse_math import METRICS, first_stable
+from ._collapse_math import METRICS, first_stable, metric_index
 
 Criterion = Literal["bits", "epsilon", "eps", "argmax"]
 BF16_EPS, FP16_EPS = 2.0**-7, 2.0**-10
@@ -144,7 +144,7 @@ class CollapseResult(Result):
     ) -> Float64[Tensor, " length"]:
         """One distance against length."""
         p, k = self.precision_index(precision), self.point_index(point)
-        return self.distances[p, :, k, METRICS.index(metric)]
+        return self.distances[p, :, k, metric_index(metric)]
 
     # ------------------------------------------------------------------ analysis
     def collapse_length(
@@ -176,7 +176,7 @@ class CollapseResult(Result):
         if criterion == "bits":
             flags = self.bitwise_equal[p, :, k]
         elif criterion == "epsilon":
-            flags = self.distances[p, :, k, METRICS.index("linf")] < fmt.epsilon
+            flags = self.distances[p, :, k, metric_index("linf")] < fmt.epsilon
         elif criterion == "argmax":
             if bool((self.argmax_a[p] < 0).any()):
                 raise ValueError("the logits were not kept: rerun with logits")
@@ -189,7 +189,7 @@ class CollapseResult(Result):
         reference = self._most_precise()
         fit = None
         if reference is not None:
-            curve = self.distances[reference, :, k, METRICS.index("linf")]
+            curve = self.distances[reference, :, k, metric_index("linf")]
             usable = [
                 (n, float(v))
                 for n, v in zip(self.lengths, curve.tolist(), strict=True)
@@ -227,14 +227,29 @@ class CollapseResult(Result):
             )
         return "\n".join(lines)
 
-    def to_dataframe(self) -> Any:
-        """Long table: one row per (precision, length, point).
+    def metric(self, name: str = "linf", *, of: str = "distances") -> Tensor:
+        """One metric of a distance field: ``of`` without its last (metric) axis.
 
-        Columns: precision, format, length, point, l1, l2, linf, cosine, noise_linf,
-        bitwise_equal, ulps, eps_ratio, argmax_equal, continuation_equal.
+        Args:
+            name: One of ``"l1"``, ``"l2"``, ``"linf"``, ``"cosine"``.
+            of: ``"distances"`` or ``"noise"`` (``[precision, length, point]``),
+                ``"head_distances"`` or ``"head_noise"`` (``[precision, length, layer,
+                head]``).
+
+        Example:
+            >>> import oversquash_lens as osl
+            >>> r = osl.collapse(osl.load_model("tiny-gpt2"), osl.tasks.ones(), [1, 2],
+            ...                  progress=False)
+            >>> r.metric("linf").shape, r.metric("l2", of="head_noise").shape
+            (torch.Size([1, 2, 5]), torch.Size([1, 2, 2, 4]))
         """
-        import pandas as pd
+        fields = ("distances", "noise", "head_distances", "head_noise")
+        if of not in fields:
+            raise ValueError(f"of must be one of {fields}, got {of!r}")
+        return getattr(self, of)[..., metric_index(name)]
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The :meth:`to_dataframe` rows, as dicts of plain Python values."""
         rows = []
         for p, precision in enumerate(self.precisions):
             for i, length in enumerate(self.lengths):
@@ -253,20 +268,30 @@ class CollapseResult(Result):
                     }
                     for j, metric in enumerate(METRICS):
                         row[metric] = float(self.distances[p, i, k, j])
-                    row["noise_linf"] = float(self.noise[p, i, k, METRICS.index("linf")])
+                    row["noise_linf"] = float(self.noise[p, i, k, metric_index("linf")])
                     row["bitwise_equal"] = bool(self.bitwise_equal[p, i, k])
                     row["ulps"] = float(self.ulps[p, i, k])
                     row["eps_ratio"] = float(self.eps_ratio[p, i, k])
                     row["argmax_equal"] = argmax_equal
                     row["continuation_equal"] = None if cont < 0 else bool(cont)
                     rows.append(row)
-        return pd.DataFrame(rows)
+        return rows
+
+    def to_dataframe(self) -> Any:
+        """Long table: one row per (precision, length, point).
+
+        Columns: precision, format, length, point, l1, l2, linf, cosine, noise_linf,
+        bitwise_equal, ulps, eps_ratio, argmax_equal, continuation_equal.
+        """
+        import pandas as pd
+
+        return pd.DataFrame(self.rows())
 
     def heads_dataframe(self, metric: str = "linf") -> Any:
         """Per-head summary: one row per (precision, length, layer) with mean/min/max over heads."""
         import pandas as pd
 
-        j = METRICS.index(metric)
+        j = metric_index(metric)
         rows = []
         for p, precision in enumerate(self.precisions):
             for i, length in enumerate(self.lengths):
@@ -320,7 +345,7 @@ class CollapseResult(Result):
         with style():
             if ax is None:
                 _, ax = plt.subplots(figsize=(6, 4))
-            j = METRICS.index(metric)
+            j = metric_index(metric)
             x = list(self.lengths)
             # a marker per length only while they stay apart; 1000 markers make a blob
             marker = {"marker": "o", "markersize": 4} if len(x) <= 40 else {}

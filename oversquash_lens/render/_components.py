@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _hooknames as names
-from ..analyzers._collapse_math import METRICS
+from ..analyzers._collapse_math import metric_index
 from ..analyzers._collapse_probe import PairComparison
 from ..analyzers._collapse_result import CollapseResult
 from ..analyzers._flow import FlowResult
@@ -334,9 +334,7 @@ def collapse_pair(
         >>> view.title
         'repeated_last: k = 4, float32'
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    j = METRICS.index(metric)
+    j = metric_index(metric)
     if isinstance(result, CollapseResult):
         if k is None or k not in result.lengths:
             raise ValueError(f"give k, one of the measured lengths {list(result.lengths)}")

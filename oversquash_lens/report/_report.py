@@ -17,7 +17,6 @@ from .._collapse import collapse
 from .._json import dumps
 from .._progress import progress_bar
 from .._trace import trace
-from ..analyzers._collapse_math import METRICS
 from ..analyzers._collapse_result import CollapseResult
 from ..precision import get_format
 from ..results import atomic_write_bytes
@@ -33,8 +32,6 @@ from ._suite import (
     prompt_tokens,
     shares,
 )
-
-LINF = METRICS.index("linf")
 
 
 @dataclass
@@ -209,9 +206,9 @@ def collapse_rows(result: CollapseResult) -> list[dict[str, Any]]:
                 "collapse k (argmax)": argmax.measured,
                 "predicted k (1/ε)": bits.predicted,
                 "fit slope": None if bits.fit is None else float(bits.fit.slope),
-                "y_n L∞ at k_max": float(result.distances[p, -1, y, LINF]),
-                "noise at k_max": float(result.noise[p, -1, y, LINF]),
-                "heads L∞ at k_max": float(result.head_distances[p, -1, -1, :, LINF].mean()),
+                "y_n L∞ at k_max": float(result.metric()[p, -1, y]),
+                "noise at k_max": float(result.metric(of="noise")[p, -1, y]),
+                "heads L∞ at k_max": float(result.metric(of="head_distances")[p, -1, -1].mean()),
             }
         )
     return rows
