@@ -148,10 +148,10 @@ def _load(args: Any) -> Any:
 
 def _check_precisions(specs: list[str] | None) -> None:
     """Fail before loading a model: every precision must name a known format."""
-    from .precision import get_format
+    from .precision import parse_spec
 
     for spec in specs or []:
-        get_format(spec.removeprefix("emulate:"))
+        parse_spec(spec)
 
 
 def _tokens(args: Any, model: Any) -> Any:

@@ -31,14 +31,13 @@ from .analyzers._collapse_math import METRICS, distances
 from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations, compare_arrays
 from .analyzers._collapse_result import CollapseResult
 from .capture import check_emulation, emulate_precision, native_dtype
-from .precision import FloatFormat, FormatLike, get_format
+from .precision import EMULATE, FloatFormat, FormatLike, parse_spec
 from .results import Provenance
 from .results._checkpoint import Checkpoint
 from .tasks._base import check_lengths
 from .tasks._custom import PairFamily
 
 Mode = Literal["shared", "independent"]
-EMULATE = "emulate:"
 RECIPE = "recipe"  # the checkpoint entry of a shard's plan
 _CHUNK = 32  # pairs compared at once: bounds the float64 copies of the logits
 
@@ -73,12 +72,12 @@ def parse_precision(
         >>> parse_precision("emulate:float8_e4m3").label
         'emulate:float8_e4m3'
     """
-    if isinstance(spec, str) and spec.startswith(EMULATE):
-        fmt = get_format(spec[len(EMULATE) :])
+    parsed = parse_spec(spec)
+    fmt = parsed.fmt
+    if parsed.emulated:
         if model_dtype is not None:
             check_emulation(fmt, model_dtype)
-        return Setting(f"{EMULATE}{fmt.name}", fmt, native=False)
-    fmt = get_format(spec)
+        return Setting(parsed.label, fmt, native=False)
     try:
         native_torch_dtype(fmt, device)
     except UnsupportedPrecisionError as error:

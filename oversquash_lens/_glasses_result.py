@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ._types import SpacingFlags, SpacingValues, VariantFlags, VariantInts, VariantValues
-from .precision import get_format
+from .precision import get_format, parse_spec
 from .results import Provenance, Result
 
 METRIC_COLUMNS: dict[str, str] = {
@@ -243,7 +243,7 @@ class GlassesResult(Result):
             for v, label in enumerate(self.variants):
                 ax.plot(x, values[v].numpy(), marker="o", ms=3, label=label)
             if metric == "linf":
-                names = {get_format(p.removeprefix("emulate:")).name for p in self.precisions}
+                names = {parse_spec(p).fmt.name for p in self.precisions}
                 by_width = sorted(names, key=lambda n: get_format(n).mantissa_bits)
                 precision_lines(ax, by_width)
             log_axes(
@@ -378,7 +378,7 @@ class SeparatorSearch(Result):
                 values = self.linf[s].clamp_min(1e-300).numpy()
                 best = " (best)" if spacing == self.best else ""
                 ax.plot(self.lengths, values, label=f"every {spacing}{best}", **marker)
-            precision_lines(ax, [get_format(self.precision.removeprefix("emulate:")).name])
+            precision_lines(ax, [parse_spec(self.precision).fmt.name])
             log_axes(ax, x=max(self.lengths) > 8 * min(self.lengths))
             ax.set_xlabel("length k (items)")
             ax.set_ylabel("L∞ of y_n, k vs k + 1")

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .precision import get_format
+from .precision import parse_spec
 
 SPELLINGS = (
     "baseline",
@@ -50,7 +50,7 @@ class Variant:
         if not isinstance(self.label, str) or not self.label:
             raise ValueError("a Variant needs a non-empty label")
         if self.precision is not None:
-            get_format(self.precision.removeprefix("emulate:"))  # fails early on a bad name
+            parse_spec(self.precision)  # fails early on a bad name
         if self.prepend_bos is not None and not isinstance(self.prepend_bos, bool):
             raise TypeError(f"prepend_bos must be None, True or False, got {self.prepend_bos!r}")
 

@@ -3,6 +3,7 @@
 import bisect
 import functools
 import math
+import re
 from fractions import Fraction
 
 import pytest
@@ -294,3 +295,19 @@ def test_wider_formats_are_the_identity() -> None:
     x = random_float32_bits(10_000, seed=6)
     for fmt in ["float32", "float64", "e9m30"]:
         assert bool(bitwise_equal(round_to_format(x, fmt), x).all())
+
+
+def test_precision_specs_have_one_parser() -> None:
+    # "emulate:<format>" is read in precision/_spec.py only; every other module asks it.
+    from pathlib import Path
+
+    package = Path(osl.__file__).parent
+    spelled = re.compile(r"""(removeprefix|startswith|split|partition)\(\s*["']emulate:""")
+    readers = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if spelled.search(path.read_text(encoding="utf-8"))
+    ]
+    assert readers == [], f"parse 'emulate:' with precision.parse_spec instead: {readers}"
+    spec = osl.precision.parse_spec("emulate:e5m3")
+    assert spec.emulated and spec.label == "emulate:e5m3" and spec.fmt.mantissa_bits == 3

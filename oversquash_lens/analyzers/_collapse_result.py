@@ -9,7 +9,7 @@ from jaxtyping import Bool, Float64, Int
 from torch import Tensor
 
 from .. import _hooknames as names
-from ..precision import get_format
+from ..precision import get_format, parse_spec
 from ..results import Provenance, Result
 from ..theory import InverseLawFit, fit_inverse_law
 from ._collapse_math import METRICS, first_stable, metric_index
@@ -123,7 +123,7 @@ class CollapseResult(Result):
         """Index of a precision label (also accepts a format name when unambiguous)."""
         if precision in self.precisions:
             return self.precisions.index(precision)
-        name = get_format(precision.removeprefix("emulate:")).name
+        name = parse_spec(precision).fmt.name
         matches = [i for i, f in enumerate(self.formats) if f == name]
         if len(matches) != 1:
             raise KeyError(f"no precision {precision!r} here; measured: {list(self.precisions)}")

@@ -14,14 +14,20 @@ from ._rounding import ULP_NOTE as ULP_NOTE
 from ._rounding import round_to_format as round_to_format
 from ._rounding import ulp_distance as ulp_distance
 from ._rounding import ulp_index as ulp_index
+from ._spec import EMULATE as EMULATE
+from ._spec import PrecisionSpec as PrecisionSpec
+from ._spec import parse_spec as parse_spec
 
 __all__ = [
+    "EMULATE",
     "ULP_NOTE",
     "FloatFormat",
     "FormatLike",
+    "PrecisionSpec",
     "get_format",
     "list_formats",
     "machine_epsilon",
+    "parse_spec",
     "register_format",
     "round_to_format",
     "ulp_distance",
