@@ -13,9 +13,22 @@ from typing import Any
 from tqdm.std import tqdm as text_bar
 
 
+def in_kernel() -> bool:
+    """True when this code runs inside a Jupyter kernel (not merely with ipykernel imported).
+
+    Example:
+        >>> in_kernel()  # a doctest runs in a plain interpreter
+        False
+    """
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if get_ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 def widgets_usable() -> bool:
     """True inside a Jupyter kernel that has ``ipywidgets`` to draw tqdm's widget."""
-    return "ipykernel" in sys.modules and importlib.util.find_spec("ipywidgets") is not None
+    return in_kernel() and importlib.util.find_spec("ipywidgets") is not None
 
 
 def progress_bar(iterable: Any = None, **options: Any) -> Any:

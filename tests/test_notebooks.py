@@ -151,3 +151,16 @@ def test_a_cell_that_raises_fails_the_run(tmp_path: Path) -> None:
     jupytext.write(_notebook("1 / 0"), script, fmt="py:percent")
     with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
         notebooks.execute(script, out=tmp_path, timeout=60)
+
+
+def test_progress_bars_are_text_where_ipykernel_is_only_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    from oversquash_lens import _progress
+
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    assert not _progress.in_kernel() and not _progress.widgets_usable()
+    assert type(_progress.progress_bar(range(2), disable=True)).__module__ == "tqdm.std"

@@ -98,9 +98,16 @@ def test_options_ignore_unknown_arguments(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_options_in_a_notebook_ignore_argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     common = _common_module(monkeypatch)
-    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setattr(common, "in_notebook", lambda: True)
     monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/run/kernel.json", "--fast"])
     monkeypatch.chdir(tmp_path)
     opts = common.options("demo", default_model="tiny-llama")
     assert not opts.fast and opts.model == "tiny-llama"
     assert opts.out == Path("tutorial_out") / "demo" and (tmp_path / opts.out).is_dir()
+
+
+def test_an_imported_ipykernel_is_not_a_notebook(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A notebook runner (nbclient) imports ipykernel without running inside a kernel.
+    common = _common_module(monkeypatch)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    assert not common.in_notebook()

@@ -30,8 +30,14 @@ class Options:
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (its argv is not ours to parse)."""
-    return "ipykernel" in sys.modules
+    """True inside a Jupyter kernel (its argv is not ours to parse).
+
+    Asks IPython for a running kernel: ``ipykernel`` being imported is not enough (a
+    process that only starts kernels, like a notebook runner, imports it too).
+    """
+    from oversquash_lens._progress import in_kernel
+
+    return in_kernel()
 
 
 # In a notebook there is no command line: these variables stand for --fast, --model

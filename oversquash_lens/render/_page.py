@@ -17,13 +17,13 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._errors import BackendUnavailableError
+from .._progress import in_kernel
 from ..results import atomic_write_bytes
 
 # What JSON inside <script> must not contain literally: "</script>" or "<!--" would end
@@ -130,7 +130,7 @@ def notebook_bundle(mode: str = "auto") -> None:
 def _notebook_prelude() -> str:
     """The bundle's ``<script>`` for this notebook output, or a guard if it was sent."""
     mode = _notebook["mode"]
-    once = mode == "once" or (mode == "auto" and "ipykernel" in sys.modules)
+    once = mode == "once" or (mode == "auto" and in_kernel())
     if once and _notebook["sent"]:
         return _MISSING_BUNDLE
     _notebook["sent"] = once
