@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ._types import RowFlags, RowFloats, RowInts
+from .plotting import style
 from .results import Provenance, Result
 
 COLUMNS = (
@@ -263,8 +264,6 @@ class BehaviourResult(Result):
         Returns:
             The matplotlib Figure (the one the axes belong to, when given).
         """
-        from .render._style import style
-
         with style():
             return self._plot(axes)
 
@@ -301,8 +300,6 @@ class BehaviourResult(Result):
             The matplotlib Figure.
         """
         import matplotlib.pyplot as plt
-
-        from .render._style import style
 
         table = self.histogram(k)
         ks = sorted(set(table["k"].tolist()))

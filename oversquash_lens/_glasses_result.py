@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ._types import SpacingFlags, SpacingValues, VariantFlags, VariantInts, VariantValues
+from .plotting import log_axes, precision_lines, style
 from .precision import get_format, parse_spec
 from .results import Provenance, Result
 
@@ -210,15 +211,11 @@ class GlassesResult(Result):
             >>> len(fig.axes)
             2
         """
-        from .render._style import style
-
         with style():
             return self._plot(metrics, axes)
 
     def _plot(self, metrics: tuple[str, ...] | None, axes: Any) -> Any:
         import matplotlib.pyplot as plt
-
-        from .render._style import log_axes, precision_lines
 
         if metrics is None:
             metrics = tuple(
@@ -367,8 +364,6 @@ class SeparatorSearch(Result):
             The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
-
-        from .render._style import log_axes, precision_lines, style
 
         with style():
             if ax is None:

@@ -33,7 +33,7 @@ import oversquash_lens as osl
 from oversquash_lens import tasks
 from oversquash_lens._behaviour import behaviour
 from oversquash_lens._glasses import compare_glasses, separator_search
-from oversquash_lens.render._style import save_figure, style
+from oversquash_lens.plotting import save_figure, style
 from oversquash_lens.results import atomic_write_bytes
 
 PRECISION = "bfloat16"

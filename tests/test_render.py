@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +272,7 @@ def test_attention_heads_leave_the_model_as_it_was(
     def fail(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("paths failed")
 
-    monkeypatch.setattr("oversquash_lens.analyzers._paths.attention_paths", fail)
+    monkeypatch.setattr("oversquash_lens.render._attention.attention_paths", fail)
     with pytest.raises(RuntimeError, match="paths failed"):
         render.attention_heads(model, "1 1 1")
     assert leftover_hooks(model, clean) == [] and state_of(model) == state
@@ -405,7 +406,7 @@ def test_precision_lines_sit_at_the_epsilons() -> None:
 def test_result_plots_share_the_style(load: Any) -> None:
     import matplotlib.pyplot as plt
 
-    from oversquash_lens.render._style import COLORS
+    from oversquash_lens.plotting import COLORS
 
     def first_colour(ax: Any) -> str:
         import matplotlib.colors
@@ -434,3 +435,16 @@ def test_result_plots_share_the_style(load: Any) -> None:
     assert not any(grid_on(ax) for ax in heatmaps)
     assert scatter.get_xscale() == scatter.get_yscale() == "log"
     plt.close("all")
+
+
+def test_views_stay_self_contained_where_ipykernel_is_only_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # nbclient imports ipykernel in the process that runs notebooks; that process is not
+    # a kernel, so its views must still carry the bundle every time.
+    import types
+
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    render.notebook_bundle()
+    view = render.colored_tokens(["a"], [1.0])
+    assert [view._repr_html_().count(render.bundle()) for _ in range(2)] == [1, 1]

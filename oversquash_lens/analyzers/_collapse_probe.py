@@ -18,6 +18,7 @@ from torch import Tensor
 from .. import _hooknames as names
 from .._checks import require_int
 from .._types import Tokens
+from ..plotting import log_axes, precision_lines, style
 from ..precision import FormatLike, get_format
 from ..results import Provenance, Result
 from ..results._describe import short_point
@@ -128,8 +129,6 @@ class PairComparison(Result):
             The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
-
-        from ..render._style import log_axes, precision_lines, style
 
         j = metric_index(metric)  # before a figure is made
         with style():

@@ -9,6 +9,7 @@ from jaxtyping import Bool, Float64, Int
 from torch import Tensor
 
 from .. import _hooknames as names
+from ..plotting import log_axes, precision_lines, style
 from ..precision import get_format, parse_spec
 from ..results import Provenance, Result
 from ..theory import InverseLawFit, fit_inverse_law
@@ -339,8 +340,6 @@ class CollapseResult(Result):
             The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
-
-        from ..render._style import log_axes, precision_lines, style
 
         with style():
             if ax is None:

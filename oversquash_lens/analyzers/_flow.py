@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .. import _hooknames as names
 from .._types import Tokens
+from ..plotting import log_axes, style
 from ..results import Provenance, Result
 from ..results._describe import short_point
 from ._path_result import PathResult
@@ -308,8 +309,6 @@ class FlowResult(Result):
         """
         import matplotlib.pyplot as plt
 
-        from ..render._style import log_axes, style
-
         with style():
             if ax is None:
                 _, ax = plt.subplots(figsize=(7, 3.5))
@@ -340,8 +339,6 @@ class FlowResult(Result):
         """
         import matplotlib.pyplot as plt
 
-        from ..render._style import style
-
         with style():
             if axes is None:
                 _, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -367,8 +364,6 @@ class FlowResult(Result):
         """
         import matplotlib.pyplot as plt
 
-        from ..render._style import style
-
         with style():
             if ax is None:
                 _, ax = plt.subplots(figsize=(7, 3.5))
@@ -392,8 +387,6 @@ class FlowResult(Result):
         """
         import matplotlib.pyplot as plt
 
-        from ..render._style import log_axes, style
-
         with style():
             if ax is None:
                 _, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -415,8 +408,6 @@ class FlowResult(Result):
             The matplotlib Figure.
         """
         import matplotlib.pyplot as plt
-
-        from ..render._style import style
 
         with style():
             fig = plt.figure(figsize=(13, 11))

@@ -8,6 +8,7 @@ from jaxtyping import Float64
 from torch import Tensor
 
 from .._types import HeadPathWeights, HeadScale, LayerPathWeights, LayerValues, PathWeights, Tokens
+from ..plotting import style
 from ..results import Provenance, Result
 from ..results._describe import share_line
 from ._path_math import path_summary
@@ -239,8 +240,6 @@ class PathResult(Result):
             The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
-
-        from ..render._style import style
 
         with style():
             if kind not in ("profile", "heatmap"):

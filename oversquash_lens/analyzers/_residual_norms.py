@@ -7,6 +7,7 @@ import torch
 
 from .._checks import require_int, require_position
 from .._types import PointNorms, Residual, ResidualAtPos, Tokens
+from ..plotting import style
 from ..results import Provenance, Result
 from ..results._describe import short_point
 from ._base import Analyzer, RunRecord, as_float64, last_position
@@ -71,8 +72,6 @@ class ResidualNormsResult(Result):
             The matplotlib Figure (the one ``ax`` belongs to, when given).
         """
         import matplotlib.pyplot as plt
-
-        from ..render._style import style
 
         with style():
             if ax is None:

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from .._types import SensitivityNorms, Tokens
+from ..plotting import style
 from ..results import Provenance, Result
 from ..results._describe import share_line, short_point
 
@@ -160,8 +161,6 @@ class SensitivityResult(Result):
         """
         import matplotlib.pyplot as plt
         from matplotlib.colors import LogNorm
-
-        from ..render._style import style
 
         with style():
             if kind not in ("profile", "heatmap"):

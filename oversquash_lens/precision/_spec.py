@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ._formats import FloatFormat, FormatLike, get_format
 
 EMULATE = "emulate:"
+"""The prefix of an emulated precision spec: ``"emulate:bf16"`` rounds float32 runs to bf16."""
 
 
 @dataclass(frozen=True)

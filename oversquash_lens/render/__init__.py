@@ -11,6 +11,10 @@ Example:
     True
 """
 
+from ..plotting import log_axes as log_axes
+from ..plotting import precision_lines as precision_lines
+from ..plotting import save_figure as save_figure
+from ..plotting import style as style
 from ._attention import attention_heads as attention_heads
 from ._components import collapse_pair as collapse_pair
 from ._components import colored_tokens as colored_tokens
@@ -25,10 +29,6 @@ from ._page import bundle as bundle
 from ._page import element_ids as element_ids
 from ._page import notebook_bundle as notebook_bundle
 from ._page import page as page
-from ._style import log_axes as log_axes
-from ._style import precision_lines as precision_lines
-from ._style import save_figure as save_figure
-from ._style import style as style
 
 __all__ = [
     "Component",

@@ -18,6 +18,7 @@ from .._json import dumps
 from .._progress import progress_bar
 from .._trace import trace
 from ..analyzers._collapse_result import CollapseResult
+from ..plotting import save_figure
 from ..precision import get_format
 from ..results import atomic_write_bytes
 from . import _html as h
@@ -440,7 +441,6 @@ def _figure(fig: Any, folder: Path, stem: str, caption: str, section: Section) -
 
 
 def _save_figure(fig: Any, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    from ..render._style import save_figure
 
     return [Path(p) for p in save_figure(fig, stem, formats=formats, dpi=110)]
 

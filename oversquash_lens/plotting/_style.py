@@ -12,6 +12,8 @@ from ..results import atomic_write_bytes
 
 # Readable at the size figures are embedded in reports; colour-blind-safe cycle (Okabe-Ito).
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+"""The colour cycle of every figure: Okabe-Ito, readable by colour-blind readers."""
+
 RC_PARAMS: dict[str, Any] = {
     "font.size": 10,
     "axes.titlesize": 11,
