@@ -34,8 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import oversquash_lens as osl
+from oversquash_lens._paths import attention_paths
 from oversquash_lens.analyzers._path_math import BLOCK, causal_matmul_, reduce_heads
-from oversquash_lens.analyzers._paths import attention_paths
 
 
 class TensorBytesPeak(TorchDispatchMode):

@@ -43,6 +43,8 @@ from ._glasses_result import SeparatorSearch as SeparatorSearch
 from ._glasses_variants import Variant as Variant
 from ._glasses_variants import glasses as glasses
 from ._glasses_variants import parse_variant as parse_variant
+from ._paths import attention_paths as attention_paths
+from ._sensitivity import sensitivity as sensitivity
 from ._shards import Shard as Shard
 from ._shards import behaviour_shard as behaviour_shard
 from ._shards import collapse_shard as collapse_shard
@@ -62,10 +64,8 @@ from .analyzers import ResidualNormsResult as ResidualNormsResult
 from .analyzers import RunRecord as RunRecord
 from .analyzers import Sensitivity as Sensitivity
 from .analyzers import SensitivityResult as SensitivityResult
-from .analyzers import attention_paths as attention_paths
 from .analyzers import log_path_counts as log_path_counts
 from .analyzers import path_counts as path_counts
-from .analyzers import sensitivity as sensitivity
 from .capture import emulate_precision as emulate_precision
 from .capture import intervene as intervene
 from .capture import native_dtype as native_dtype

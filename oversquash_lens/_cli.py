@@ -252,7 +252,7 @@ def _trace(args: Any) -> int:
 
 
 def _paths(args: Any) -> int:
-    from .analyzers import attention_paths
+    from ._paths import attention_paths
     from .analyzers._paths import OWN_HEADS
 
     model = _load(args)
@@ -271,7 +271,7 @@ def _paths(args: Any) -> int:
 
 
 def _sensitivity(args: Any) -> int:
-    from .analyzers import sensitivity
+    from ._sensitivity import sensitivity
     from .report._suite import shares
 
     model = _load(args)

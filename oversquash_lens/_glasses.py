@@ -28,7 +28,7 @@ from ._glasses_variants import glasses as glasses
 from ._glasses_variants import parse_variant as parse_variant
 from ._glasses_variants import separators
 from ._progress import progress_bar
-from .analyzers._sensitivity_fn import sensitivity as _sensitivity
+from ._sensitivity import sensitivity as _sensitivity
 from .tasks._base import Lengths, SequenceFamily, SequencePair, check_lengths
 
 SENSITIVITY_METHODS = ("hutchinson", "exact", "none")

@@ -16,10 +16,12 @@ import torch
 from ._adapter import ModelAdapter, Prompt
 from ._attach import attach
 from ._errors import PatternsUnavailableError, UnsupportedArchitectureError
+from ._paths import attention_paths
+from ._sensitivity import sensitivity
 from .analyzers._flow import FlowResult
 from .analyzers._path_result import PATH_METHODS
-from .analyzers._paths import OWN_HEADS, attention_paths
-from .analyzers._sensitivity import Sensitivity, sensitivity
+from .analyzers._paths import OWN_HEADS
+from .analyzers._sensitivity import Sensitivity
 from .analyzers._split import split_result
 from .capture import frozen_parameters
 

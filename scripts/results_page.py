@@ -8,7 +8,9 @@ The page is generated from the classes' ``Attributes:`` documentation; a test ch
 that the committed page is current.
 """
 
-from oversquash_lens.results._describe import fields_markdown, public_result_classes
+import oversquash_lens as osl
+from oversquash_lens.results._base import public_result_classes
+from oversquash_lens.results._describe import fields_markdown
 
 if __name__ == "__main__":
-    print(fields_markdown(public_result_classes()), end="")
+    print(fields_markdown(public_result_classes(osl)), end="")

@@ -13,9 +13,10 @@ from torch.utils._pytree import tree_flatten
 
 import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
+from oversquash_lens._paths import attention_paths
 from oversquash_lens.analyzers._path_math import transition_coefficients
 from oversquash_lens.analyzers._path_result import PathResult
-from oversquash_lens.analyzers._paths import AttentionPaths, attention_paths
+from oversquash_lens.analyzers._paths import AttentionPaths
 
 from .conftest import BACKENDS, TINY_MODELS
 from .helpers import assert_close, hook_registry, leftover_hooks

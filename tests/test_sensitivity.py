@@ -8,9 +8,9 @@ import torch
 
 import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
+from oversquash_lens._sensitivity import sensitivity
 from oversquash_lens.analyzers import _jacobian as jac
 from oversquash_lens.analyzers._sensitivity import Sensitivity
-from oversquash_lens.analyzers._sensitivity_fn import sensitivity
 from oversquash_lens.analyzers._sensitivity_result import SensitivityResult
 
 from .conftest import BACKENDS, TINY_MODELS

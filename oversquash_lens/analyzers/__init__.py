@@ -1,5 +1,9 @@
 """Attachable analyzers: each declares hook points, keeps what it needs, computes a result."""
 
+import importlib
+import warnings
+from typing import Any
+
 from ._base import Analyzer as Analyzer
 from ._base import RunRecord as RunRecord
 from ._collapse_probe import CollapseProbe as CollapseProbe
@@ -13,11 +17,9 @@ from ._path_counts import log_path_counts as log_path_counts
 from ._path_counts import path_counts as path_counts
 from ._path_result import PathResult as PathResult
 from ._paths import AttentionPaths as AttentionPaths
-from ._paths import attention_paths as attention_paths
 from ._residual_norms import ResidualNorms as ResidualNorms
 from ._residual_norms import ResidualNormsResult as ResidualNormsResult
 from ._sensitivity import Sensitivity as Sensitivity
-from ._sensitivity import sensitivity as sensitivity
 from ._sensitivity_result import SensitivityResult as SensitivityResult
 
 __all__ = [
@@ -27,10 +29,8 @@ __all__ = [
     "PathResult",
     "Sensitivity",
     "SensitivityResult",
-    "attention_paths",
     "log_path_counts",
     "path_counts",
-    "sensitivity",
     "CollapseLength",
     "CollapseProbe",
     "CollapseResult",
@@ -41,3 +41,24 @@ __all__ = [
     "RunRecord",
     "compare",
 ]
+
+# The functions that run a model live above the analyzers now (oversquash_lens._paths,
+# oversquash_lens._sensitivity; public as osl.attention_paths, osl.sensitivity). Their
+# old paths here keep working for one release, with a DeprecationWarning.
+_MOVED = {
+    "attention_paths": "oversquash_lens._paths",
+    "sensitivity": "oversquash_lens._sensitivity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The old ``oversquash_lens.analyzers.attention_paths`` / ``.sensitivity`` paths."""
+    if name in _MOVED:
+        warnings.warn(
+            f"oversquash_lens.analyzers.{name} moved: use oversquash_lens.{name} "
+            "(this path goes away in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'oversquash_lens.analyzers' has no attribute {name!r}")

@@ -444,7 +444,3 @@ def auto_chunk(x: Tensor, memory_budget: int | None = None) -> int:
             memory_budget = CPU_BUDGET
     cap = MAX_CHUNK.get(device, MAX_CHUNK["cpu"])
     return int(max(1, min(cap, memory_budget // max(per_vjp, 1))))
-
-
-# The functional form lives in its own module (it needs attach); re-exported here.
-from ._sensitivity_fn import sensitivity as sensitivity  # noqa: E402

@@ -12,8 +12,11 @@ import torch
 from torch import Tensor
 
 from .. import _hooknames as names
+from .._adapter import ModelAdapter
 from .._errors import IncompatibleRunError
+from .._paths import attention_paths
 from ..analyzers._path_result import PathResult
+from ..capture import record
 from ._components import _str_tokens, colored_tokens_multi
 from ._page import Component, Html, Part, Rendered, rounded
 
@@ -76,10 +79,6 @@ def attention_heads(
         return _paths_only(model_or_result, max_tokens, title)
     if prompt is None:
         raise ValueError("give a prompt (text or token ids) to render a model's attention")
-    from .._adapter import ModelAdapter
-    from ..analyzers._paths import attention_paths
-    from ..capture import record
-
     adapter = ModelAdapter(model_or_result)
     tokens = adapter.to_tokens(prompt, prepend_bos=prepend_bos)
     if tokens.shape[0] != 1:

@@ -457,3 +457,14 @@ def _pid_alive(pid: int) -> bool:
     except (OSError, OverflowError):  # PermissionError: alive, owned by another user
         return True
     return True
+
+
+def public_result_classes(package: Any) -> list[type]:
+    """The result classes ``package`` (``oversquash_lens``) exports, in its ``__all__`` order.
+
+    The package is passed in: this module sits below the public API and never imports it.
+    """
+    exported = [getattr(package, name) for name in package.__all__]
+    return [
+        c for c in exported if isinstance(c, type) and issubclass(c, Result) and c is not Result
+    ]

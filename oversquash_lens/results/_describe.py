@@ -189,15 +189,3 @@ def fields_markdown(classes: list[type]) -> str:
             meaning = docs.get(fld.name, "").replace("|", "\\|")
             lines.append(f"| `{fld.name}` | {meaning} |")
     return "\n".join(lines) + "\n"
-
-
-def public_result_classes() -> list[type]:
-    """The result classes the package exports, in the order of its public API."""
-    import oversquash_lens as osl
-
-    from ._base import Result
-
-    exported = [getattr(osl, name) for name in osl.__all__]
-    return [
-        c for c in exported if isinstance(c, type) and issubclass(c, Result) and c is not Result
-    ]

@@ -1,21 +1,24 @@
-"""``sensitivity(model, prompt)``: one forward pass with a :class:`Sensitivity` attached."""
+"""``osl.sensitivity(model, prompt)``: one forward pass with a :class:`Sensitivity` attached.
+
+A function that runs the model, so it sits above the analyzers (which never run one).
+"""
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from .._errors import IncompatibleRunError
-from ..capture import frozen_parameters
-from ._sensitivity_result import SensitivityResult
-
-if TYPE_CHECKING:
-    from .._adapter import Prompt
+from ._adapter import ModelAdapter, Prompt
+from ._attach import attach
+from ._errors import IncompatibleRunError
+from .analyzers._sensitivity import Sensitivity
+from .analyzers._sensitivity_result import SensitivityResult
+from .capture import frozen_parameters
 
 
 def sensitivity(
     model: Any,
-    prompt: "Prompt",
+    prompt: Prompt,
     *,
     method: str = "exact",
     probes: int = 32,
@@ -67,16 +70,11 @@ def sensitivity(
 
     Example:
         >>> import oversquash_lens as osl
-        >>> from oversquash_lens.analyzers._sensitivity_fn import sensitivity
         >>> model = osl.load_model("tiny-llama")
-        >>> result = sensitivity(model, "1 1 1 1", method="hutchinson", probes=8)
+        >>> result = osl.sensitivity(model, "1 1 1 1", method="hutchinson", probes=8)
         >>> result.norms.shape, result.points[-1]
         (torch.Size([1, 3, 5]), 'ln_final.hook_normalized')
     """
-    from .._adapter import ModelAdapter
-    from .._attach import attach
-    from ._sensitivity import Sensitivity  # imports this module: import it late
-
     if torch.is_inference_mode_enabled():
         raise IncompatibleRunError(
             "sensitivity() needs gradients and cannot run inside torch.inference_mode(); "
