@@ -16,6 +16,7 @@ from . import capture
 from ._adapter import ModelAdapter
 from ._hooknames import LOGITS
 from .analyzers import Analyzer, RunRecord
+from .analyzers._collapse_probe import Representations, compare
 from .results import Result
 
 
@@ -155,8 +156,6 @@ class Recording:
             A :class:`~oversquash_lens.PairComparison` with the same metrics as
             :func:`~oversquash_lens.collapse`.
         """
-        from .analyzers._collapse_probe import Representations, compare
-
         a, b = self.result(analyzer, run_a), self.result(analyzer, run_b)
         if not isinstance(a, Representations) or not isinstance(b, Representations):
             raise TypeError(f"{analyzer} is not a CollapseProbe: attach osl.CollapseProbe()")

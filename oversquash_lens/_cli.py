@@ -12,9 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import tasks
+from ._adapter import ModelAdapter
+from ._behaviour import behaviour
+from ._behaviour_result import BehaviourResult
 from ._cli_args import EXAMPLES as EXAMPLES
 from ._cli_args import UsageError as UsageError
 from ._cli_args import build_parser, check_arguments, parse_precisions
+from ._collapse import collapse
+from ._demo import run_demo
 from ._errors import (
     BackendUnavailableError,
     EmptySequenceError,
@@ -26,6 +32,18 @@ from ._errors import (
     UnsupportedPrecisionError,
 )
 from ._json import dumps
+from ._paths import attention_paths
+from ._sensitivity import sensitivity
+from ._shards import behaviour_shard, collapse_shard, merge
+from ._trace import trace
+from .analyzers._paths import OWN_HEADS
+from .models import list_models, load_model
+from .plotting import save_figure
+from .precision import parse_spec
+from .report import report
+from .report._report import COLLAPSE_COLUMNS, PROXY_COLUMNS, collapse_rows, proxy_rows
+from .report._suite import SUITES, prompt_tokens, shares
+from .results import atomic_write_bytes
 
 # Errors that mean "the arguments were wrong": exit code 2, like argparse. ValueError and
 # TypeError cover the API's checks of argument values (and the package's errors built on
@@ -90,8 +108,6 @@ def _emit(args: Any, payload: dict[str, Any], text: list[str], *, summary: bool 
 
 def _write_summary(folder: Path, payload: dict[str, Any]) -> Path:
     """``folder/summary.json``: what the command printed, as strict JSON, atomically."""
-    from .results import atomic_write_bytes
-
     path = folder / "summary.json"
     atomic_write_bytes(path, dumps(payload, indent=1, default=str).encode("utf-8"))
     return path
@@ -131,38 +147,29 @@ def _save_plot(result: Any, folder: Path, stem: str, method: str = "plot") -> li
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report._report import _save_figure
-
     fig = getattr(result, method)()  # every plot method returns its Figure
-    paths = _save_figure(fig, folder / stem)
+    paths = save_figure(fig, folder / stem, dpi=110)  # the report's figure resolution
     plt.close(fig)
     return [str(p) for p in paths]
 
 
 # ---------------------------------------------------------------- model, prompt
 def _load(args: Any) -> Any:
-    from .models import load_model
-
     return load_model(args.model, backend=args.backend, dtype=args.dtype, device=args.device)
 
 
 def _check_precisions(specs: list[str] | None) -> None:
     """Fail before loading a model: every precision must name a known format."""
-    from .precision import parse_spec
-
     for spec in specs or []:
         parse_spec(spec)
 
 
 def _tokens(args: Any, model: Any) -> Any:
-    from ._adapter import ModelAdapter
-
     adapter = ModelAdapter(model)
     if args.prompt is not None and args.task is not None:
         raise UsageError("give either --prompt or --task, not both")
     if args.prompt is not None:
         return adapter.to_tokens(args.prompt)
-    from .report._suite import prompt_tokens
 
     if args.n > adapter.n_ctx:
         raise UsageError(f"--n {args.n} exceeds the model's context n_ctx={adapter.n_ctx}")
@@ -189,8 +196,6 @@ def _layers(text: str) -> Any:
 
 # ---------------------------------------------------------------- commands
 def _models(args: Any) -> int:
-    from .models import list_models
-
     table = list_models()
     lines = [f"{name:<16} {description}" for name, description in table.items()]
     return _emit(args, table, lines)
@@ -199,10 +204,9 @@ def _models(args: Any) -> int:
 def _demo(args: Any) -> int:
     if args.max_new_tokens < 0:
         raise UsageError("--max-new-tokens must be >= 0")
-    from ._demo import run_demo
 
     model = _load(args) if args.device != "cpu" else None
-    report = run_demo(
+    demo = run_demo(
         args.model,
         backend=args.backend,
         dtype=args.dtype,
@@ -210,14 +214,10 @@ def _demo(args: Any) -> int:
         max_new_tokens=args.max_new_tokens,
         model=model,
     )
-    return _emit(args, dataclasses.asdict(report), [report.format()])
+    return _emit(args, dataclasses.asdict(demo), [demo.format()])
 
 
 def _trace(args: Any) -> int:
-    from ._trace import trace
-    from .report._report import PROXY_COLUMNS, proxy_rows
-    from .report._suite import shares
-
     model = _load(args)
     tokens = _tokens(args, model)
     layers = _layers(args.layers)
@@ -252,9 +252,6 @@ def _trace(args: Any) -> int:
 
 
 def _paths(args: Any) -> int:
-    from ._paths import attention_paths
-    from .analyzers._paths import OWN_HEADS
-
     model = _load(args)
     tokens = _tokens(args, model)
     heads = "mean" if args.method in OWN_HEADS else args.heads
@@ -271,9 +268,6 @@ def _paths(args: Any) -> int:
 
 
 def _sensitivity(args: Any) -> int:
-    from ._sensitivity import sensitivity
-    from .report._suite import shares
-
     model = _load(args)
     tokens = _tokens(args, model)
     result = sensitivity(
@@ -293,8 +287,6 @@ def _sensitivity(args: Any) -> int:
 
 
 def _family(args: Any) -> Any:
-    from . import tasks
-
     prefix: str = tasks.PROMPTS[args.prefix] if args.prefix in tasks.PROMPTS else args.prefix
     bos = {"model": None, "yes": True, "no": False}[args.bos]
     if args.family == "ones":
@@ -307,9 +299,6 @@ def _family(args: Any) -> Any:
 
 
 def _collapse(args: Any) -> int:
-    from ._collapse import collapse
-    from ._shards import collapse_shard
-
     precisions = parse_precisions(args.precision) or ["float32"]
     _check_precisions(precisions)
     model = _load(args)
@@ -324,8 +313,6 @@ def _collapse(args: Any) -> int:
 
 
 def _collapse_output(args: Any, result: Any) -> int:
-    from .report._report import COLLAPSE_COLUMNS, collapse_rows
-
     rows = collapse_rows(result)
     payload: dict[str, Any] = {
         "family": result.family_params,
@@ -345,10 +332,6 @@ def _collapse_output(args: Any, result: Any) -> int:
 
 
 def _behaviour(args: Any) -> int:
-    from . import tasks
-    from ._behaviour import behaviour
-    from ._shards import behaviour_shard
-
     if args.task not in tasks.TASKS:
         raise UsageError(f"unknown task {args.task!r}: choose one of {', '.join(tasks.TASKS)}")
     style = args.style or ("compact" if args.model.lower().startswith("toy-") else "paper")
@@ -395,9 +378,6 @@ def _shard_written(args: Any, path: Path) -> int:
 
 
 def _merge(args: Any) -> int:
-    from ._behaviour_result import BehaviourResult
-    from ._shards import merge
-
     result = merge(args.files)
     if isinstance(result, BehaviourResult):
         return _behaviour_output(args, result)
@@ -405,9 +385,6 @@ def _merge(args: Any) -> int:
 
 
 def _report(args: Any) -> int:
-    from .report import report
-    from .report._suite import SUITES
-
     if args.suite not in SUITES:
         raise UsageError(f"unknown suite {args.suite!r}: choose one of {', '.join(SUITES)}")
     precisions = parse_precisions(args.precision)

@@ -2,12 +2,12 @@
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+
+from ._shards import Shard
 from .tasks import PROMPTS
-
-if TYPE_CHECKING:
-    import torch
 
 FAMILIES = ("ones", "fixed_final", "random_prefix", "separated")
 FLOW_TASKS = ("count_ones", "first_digit", "last_digit")
@@ -186,8 +186,6 @@ def check_device(text: str) -> None:
     Example:
         >>> check_device("cpu")
     """
-    import torch
-
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError, TypeError):
@@ -209,8 +207,6 @@ def available_devices() -> list[str]:
         >>> available_devices()[0]
         'cpu'
     """
-    import torch
-
     names = ["cpu"]
     if torch.cuda.is_available():
         names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -221,8 +217,6 @@ def available_devices() -> list[str]:
 
 def _device_problem(device: "torch.device") -> str | None:
     """Why ``device`` cannot be used here; None if it can."""
-    import torch
-
     kind = device.type
     if kind == "cpu":
         return None
@@ -243,8 +237,6 @@ def _device_problem(device: "torch.device") -> str | None:
 
 
 def _no_cuda() -> bool:
-    import torch
-
     return torch.version.cuda is None and torch.version.hip is None
 
 
@@ -260,8 +252,6 @@ def _positive(text: str) -> int:
 
 def parse_shard(text: str) -> Any:
     """``--shard I/N`` as a :class:`~oversquash_lens._shards.Shard`."""
-    from ._shards import Shard
-
     try:
         return Shard.parse(text)
     except ValueError as exc:

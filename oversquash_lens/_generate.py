@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ._compat import backend_of
+from ._progress import progress_bar
 from ._types import TokenSeq
 from .capture import hook_dict, preserve_state
 
@@ -156,8 +157,6 @@ def greedy_generate(
         >>> [out.shape[0] for out in greedy_generate(model, prompts, 3, stop_token_ids=())]
         [3, 3]
     """
-    from tqdm.auto import tqdm
-
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     prompts = [torch.as_tensor(p).reshape(-1).long() for p in prompts]
@@ -180,7 +179,7 @@ def greedy_generate(
     with preserve_state(model), torch.no_grad():
         model.eval()
         decode = _decoder(model)
-        for batch in tqdm(batches, disable=not progress, desc="generate", unit="batch"):
+        for batch in progress_bar(batches, disable=not progress, desc="generate", unit="batch"):
             ids, mask = left_pad([prompts[i] for i in batch], pad_id)
             new = decode(ids.to(device), mask.to(device), max_new_tokens, stops).cpu()
             for row, index in enumerate(batch):

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from ._adapter import ModelAdapter
+from ._behaviour import behaviour
 from ._checks import require_int
 from ._collapse import _precision_context, collapse, parse_precision
 from ._glasses_result import GlassesResult, SeparatorSearch
@@ -148,7 +149,6 @@ def _sensitivity_row(
 def _accuracy(
     model: Any, task: Any, lengths: list[int], variant: Variant, chat: bool | None, samples: int
 ) -> list[float]:
-    from ._behaviour import behaviour  # imported lazily, only when accuracy is asked for
 
     # Greedy answers to the same prompt repeat: a deterministic task needs one sample.
     distinct = len(_distinct_instances(task, lengths[-1], samples))

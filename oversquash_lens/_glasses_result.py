@@ -260,8 +260,6 @@ class GlassesResult(Result):
     @classmethod
     def example(cls) -> "GlassesResult":
         """A small hand-made result (two variants, two lengths) for docs and tests."""
-        from .results import Provenance
-
         two = torch.tensor([[0.5, 0.25], [0.5, 0.5]], dtype=torch.float64)
         nan = torch.full((2, 2), math.nan, dtype=torch.float64)
         return cls(

@@ -9,6 +9,7 @@ constant — so a single set of probes gives the full sensitivity, the frozen-at
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -106,8 +107,6 @@ def trace(
     flow = FlowResult.combine(paths, full, frozen=frozen, scores=scores)
     if skipped:
         extra = dict(flow.provenance.extra, skipped=skipped)
-        from dataclasses import replace
-
         flow.provenance = replace(flow.provenance, extra=extra)
     return flow
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-import oversquash_lens.models
 from oversquash_lens import _cli
 from oversquash_lens._adapter import ModelAdapter
 from oversquash_lens._cli import main
@@ -41,7 +40,7 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise ModelLoaded("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(oversquash_lens.models, "load_model", refuse)
+    monkeypatch.setattr(_cli, "load_model", refuse)  # the CLI's own binding
 
 
 def strict_loads(text: str) -> Any:

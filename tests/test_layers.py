@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import oversquash_lens as osl
-from oversquash_lens._layers import LAYERS, layer_of
+from oversquash_lens._layers import DEFERRED_IMPORTS, LAYERS, layer_of
 
 PACKAGE = Path(osl.__file__).resolve().parent
 ROOT = PACKAGE.parent
@@ -121,6 +121,46 @@ def test_the_checks_see_an_upward_import_and_a_cycle(tmp_path: Path) -> None:
     assert edges["oversquash_lens.analyzers"] == [("oversquash_lens._attach", 2)]
     assert any("may not import from the higher layer runs" in p for p in upward(edges))
     assert cycles(edges) == [["oversquash_lens._attach", "oversquash_lens.analyzers"]]
+
+
+def late_imports(package: Path = PACKAGE) -> list[str]:
+    """Imports inside functions other than the deferred third-party libraries."""
+    problems = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = ["." * node.level + (node.module or "")]
+                else:
+                    continue
+                # a relative name starts with "." and is never in DEFERRED_IMPORTS
+                late = [n for n in names if n.split(".")[0] not in DEFERRED_IMPORTS]
+                problems += [f"{path.name}:{node.lineno} imports {n} late" for n in late]
+    return problems
+
+
+def test_only_the_documented_libraries_are_imported_inside_functions() -> None:
+    assert late_imports() == [], (
+        "import it at the top of the module, or add the library to "
+        "oversquash_lens._layers.DEFERRED_IMPORTS with the reason"
+    )
+
+
+def test_the_late_import_check_sees_package_and_stdlib_imports(tmp_path: Path) -> None:
+    fake = tmp_path / "oversquash_lens"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "def f():\n    from ._x import a\n    import json\n    import pandas\n"
+    )
+    assert late_imports(fake) == [
+        "__init__.py:2 imports ._x late",
+        "__init__.py:3 imports json late",
+    ]
 
 
 def test_the_readme_layout_is_the_layer_list() -> None:

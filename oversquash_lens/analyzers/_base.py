@@ -8,16 +8,14 @@ tensors alone (``compute`` never sees the model).
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._adapter import ModelAdapter
 from .._errors import IncompatibleRunError, RaggedBatchError
 from ..results import Provenance, Result
-
-if TYPE_CHECKING:
-    from .._adapter import ModelAdapter
 
 
 @dataclass

@@ -28,12 +28,13 @@ naming the component, instead of bounded wrongly.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from .. import _hooknames as names
+from .._adapter import ModelAdapter
 from .._errors import UnsupportedArchitectureError
 from ..capture._hooks import probe_pass
 from . import _jacobian as jac
@@ -45,9 +46,6 @@ from ._certified_weights import (
     mlp_weight_norms,
 )
 from ._path_math import PathProduct, reduce_heads
-
-if TYPE_CHECKING:
-    from .._adapter import ModelAdapter
 
 # Relative deviation allowed when a recomputed quantity is compared with the run's. A
 # structural mismatch (another formula) deviates by O(1); rounding by far less, but a

@@ -15,7 +15,7 @@ token, and for the certified bound where it holds and how loose it is.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -452,8 +452,6 @@ def _d_model(result: SensitivityResult) -> int:
 
 
 def _replace_extra(provenance: Provenance, extra: dict[str, Any]) -> Provenance:
-    from dataclasses import replace
-
     return replace(provenance, extra=extra)
 
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from .._hooknames import FINAL_NORM, resid_post
 from .._types import SensitivityNorms, Tokens
 from ..plotting import style
 from ..results import Provenance, Result
@@ -85,8 +86,6 @@ class SensitivityResult(Result):
         Raises:
             KeyError: If the result holds no such point.
         """
-        from .._hooknames import FINAL_NORM, resid_post
-
         if isinstance(point, int):
             blocks = [p for p in self.points if p != FINAL_NORM]
             if point < 0:

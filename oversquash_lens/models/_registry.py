@@ -7,7 +7,13 @@ from typing import Any
 
 import torch
 
-from .._compat import Backend, available_backends, require_backend
+from .._compat import (
+    Backend,
+    available_backends,
+    bridge_class,
+    hooked_transformer_class,
+    require_backend,
+)
 from .._dtypes import native_torch_dtype
 from .._errors import ModelLoadError, UnknownModelError
 from ._build import Source, build_bridge, build_hooked
@@ -174,8 +180,6 @@ def _load_external(
     hint = _NETWORK_HINT.format(builtin=", ".join(list_models()))
     try:
         if backend == "hooked":
-            from .._compat import hooked_transformer_class
-
             cls = hooked_transformer_class()
             assert cls is not None
             with warnings.catch_warnings():
@@ -183,8 +187,6 @@ def _load_external(
                 loader = cls.from_pretrained if processed else cls.from_pretrained_no_processing
                 model = loader(name, dtype=dtype, device=device, n_devices=n_devices)
         else:
-            from .._compat import bridge_class
-
             model = bridge_class().boot_transformers(
                 name,
                 dtype=dtype,

@@ -1,5 +1,6 @@
 """One look for every matplotlib figure, atomic figure files, and the paper's ε lines."""
 
+import functools
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -72,7 +73,6 @@ def style() -> Iterator[None]:
 
 def styled(function: Any) -> Any:
     """Decorator: run a plotting function inside :func:`style`."""
-    import functools
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -11,7 +11,9 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .. import render
 from .._adapter import ModelAdapter
+from ..render._page import page_html
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto;
@@ -136,8 +138,6 @@ def views(kind: str, *args: Any) -> list[Any]:
     length; ``"flow"`` (flow result): sensitivity and path weight per token;
     ``"attention"`` (model, tokens ``[1, pos]``, n_layers): first and last layer patterns.
     """
-    from .. import render
-
     if kind == "collapse":
         result, family, model = args
         k = result.lengths[min(len(result.lengths) - 1, _SHOWN_K)]
@@ -174,8 +174,6 @@ def assemble(title: str, parts: Sequence[Any]) -> str:
         >>> "<h2>x</h2>" in assemble("t", ["<h2>x</h2>"])
         True
     """
-    from ..render._page import page_html
-
     return page_html([f"<style>{STYLE}</style>", *parts], title=title)
 
 

@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import tasks as task_module
 from .._adapter import ModelAdapter
+from .._behaviour import behaviour
 from .._collapse import collapse
+from .._glasses import compare_glasses
 from .._json import dumps
 from .._progress import progress_bar
 from .._trace import trace
 from ..analyzers._collapse_result import CollapseResult
+from ..models import load_model
 from ..plotting import save_figure
 from ..precision import get_format
 from ..results import atomic_write_bytes
@@ -91,8 +95,6 @@ def report(
     plan = get_suite(suite, quick=quick, precisions=precisions)  # fails before loading
     start = time.perf_counter()
     if isinstance(model, str):
-        from ..models import load_model
-
         model = load_model(model, **(load_options or {}))
     load_seconds = time.perf_counter() - start
     figure_formats = ("png", *(f for f in figure_formats if f != "png"))
@@ -360,9 +362,6 @@ def proxy_rows(flow: Any) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------- behaviour
 def _behaviour_section(step: BehaviourStep, model: Any, folder: Path, section: Section) -> None:
-    from .. import tasks as task_module
-    from .._behaviour import behaviour
-
     task = getattr(task_module, step.task)()
     result = behaviour(
         model,
@@ -398,9 +397,6 @@ def _behaviour_section(step: BehaviourStep, model: Any, folder: Path, section: S
 
 # ---------------------------------------------------------------- glasses
 def _glasses_section(step: GlassesStep, model: Any, folder: Path, section: Section) -> None:
-    from .. import tasks as task_module
-    from .._glasses import compare_glasses
-
     task = getattr(task_module, step.task)()
     result = compare_glasses(
         model,
@@ -441,7 +437,6 @@ def _figure(fig: Any, folder: Path, stem: str, caption: str, section: Section) -
 
 
 def _save_figure(fig: Any, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-
     return [Path(p) for p in save_figure(fig, stem, formats=formats, dpi=110)]
 
 
