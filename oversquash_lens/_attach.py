@@ -7,7 +7,7 @@ pass becomes one run, and each analyzer keeps what it needs from it.
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -16,6 +16,7 @@ from . import capture
 from ._adapter import ModelAdapter
 from ._hooknames import LOGITS
 from .analyzers import Analyzer, RunRecord
+from .analyzers._base import ResultT
 from .analyzers._collapse_probe import Representations, compare
 from .results import Result
 
@@ -105,8 +106,16 @@ class Recording:
         """What ``analyzer`` kept from run ``index``."""
         return self._runs[self._index(index)][analyzer]
 
-    def result(self, analyzer: str | Analyzer, index: int = -1) -> Result:
+    @overload
+    def result(self, analyzer: Analyzer[ResultT], index: int = -1) -> ResultT: ...
+    @overload
+    def result(self, analyzer: str, index: int = -1) -> Result: ...
+    def result(self, analyzer: str | Analyzer[Any], index: int = -1) -> Result:
         """One analyzer's result for one run (computed once, then cached).
+
+        Given the analyzer object, the result has its type (``ResidualNorms()`` gives a
+        ``ResidualNormsResult``) for type checkers and editors; given its name, the
+        base :class:`~oversquash_lens.Result`.
 
         By default the LAST run's: ``rec.result(name)`` is ``rec.results[name][-1]``,
         and ``rec.result(name, 0)`` the first run's (``rec.results[name][0]``).

@@ -70,20 +70,20 @@ tokens = tasks.repeated_last("1", prefix=tasks.COUNT_ONES, bos=True).pair(models
 tokens = tokens[None]  # [batch, pos]
 print(f"{tokens.shape[1]} tokens")
 
-norms = {}
+norms: dict[str, osl.ResidualNormsResult] = {}
 for backend, model in models.items():
-    with osl.attach(model, osl.ResidualNorms(include_final_norm=True), osl.AttentionPaths()) as rec:
+    residual, rollout = osl.ResidualNorms(include_final_norm=True), osl.AttentionPaths()
+    with osl.attach(model, residual, rollout) as rec:
         with torch.no_grad():
             model(tokens)
-    norms[backend] = rec.results["ResidualNorms"][0]
-    paths = rec.results["AttentionPaths"][0]
-    assert isinstance(paths, osl.PathResult)
-    first = paths.summary()["first"].iloc[-1]
+    # Given the analyzer object, rec.result(...) has the analyzer's result type (by name,
+    # rec.result("ResidualNorms") or rec.results["ResidualNorms"][0], the base Result).
+    norms[backend] = rec.result(residual, 0)
+    first = rec.result(rollout, 0).summary()["first"].iloc[-1]
     print(f"{backend:7s}: rollout share of the first token after the last layer = {first:.3f}")
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for backend, result in norms.items():
-    assert isinstance(result, osl.ResidualNormsResult)
     ax.plot(result.norms[0].numpy(), marker="o", label=backend)
 ax.set_xlabel("residual point (v(0) … v(L), then y_n)")
 ax.set_ylabel("‖last token‖₂")
@@ -93,7 +93,7 @@ fig.tight_layout()
 save(fig, opts.out, "residual_norms.png")
 
 if len(norms) == 2:
-    a, b = (r.norms for r in norms.values())  # type: ignore[attr-defined]
+    a, b = (r.norms for r in norms.values())
     print(f"largest relative difference between the backends: {((a - b).abs() / a).max():.1e}")
 
 # %% [markdown]
@@ -105,7 +105,7 @@ if len(norms) == 2:
 result = norms[backends[0]]
 path = result.save(opts.out / "residual_norms.npz")
 again = type(result).load(path)
-print(f"saved and reloaded {path}: equal = {torch.equal(again.norms, result.norms)}")  # type: ignore[attr-defined]
+print(f"saved and reloaded {path}: equal = {torch.equal(again.norms, result.norms)}")
 print(
     result.provenance.model_name,
     result.provenance.transformer_lens_version,

@@ -8,7 +8,7 @@ tensors alone (``compute`` never sees the model).
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -68,11 +68,16 @@ class RunRecord:
         )
 
 
-class Analyzer(abc.ABC):
-    """Base class of attachable analyzers.
+ResultT = TypeVar("ResultT", bound=Result)
+"""The result type an analyzer computes (``Analyzer[PathResult]`` computes a ``PathResult``)."""
+
+
+class Analyzer(abc.ABC, Generic[ResultT]):
+    """Base class of attachable analyzers; ``Analyzer[R]`` computes results of type ``R``.
 
     Subclasses implement :meth:`hook_names` and :meth:`compute`, and usually
-    :meth:`keep` to store less than the whole activation.
+    :meth:`keep` to store less than the whole activation. The type parameter is what
+    ``Recording.result(analyzer)`` returns, so a type checker knows the result's fields.
     """
 
     needs_grad: bool = False
@@ -109,7 +114,7 @@ class Analyzer(abc.ABC):
         return activation.detach().to("cpu", copy=True)
 
     @abc.abstractmethod
-    def compute(self, run: RunRecord) -> Result:
+    def compute(self, run: RunRecord) -> ResultT:
         """The result for one run, from the kept tensors only."""
 
     def check_run(self, run: RunRecord) -> None:

@@ -202,7 +202,7 @@ def compare_arrays(
     }
 
 
-class CollapseProbe(Analyzer):
+class CollapseProbe(Analyzer[Representations]):
     """Keep last-token representations of every run, to compare runs pairwise.
 
     Args:

@@ -45,7 +45,7 @@ HeadSpec = str | Tensor | Sequence[float] | Sequence[Sequence[float]]
 Beta = float | Sequence[float]
 
 
-class AttentionPaths(Analyzer):
+class AttentionPaths(Analyzer[PathResult]):
     """Weight of all causal attention paths from every position to the last one.
 
     For each layer ℓ and position i: the (n, i) entry of Ā(ℓ)⋯Ā(0) (the paper's §5, Thm 5.1), with

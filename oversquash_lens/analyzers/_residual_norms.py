@@ -86,7 +86,7 @@ class ResidualNormsResult(Result):
             return ax.figure
 
 
-class ResidualNorms(Analyzer):
+class ResidualNorms(Analyzer[ResidualNormsResult]):
     """Per-layer norm of one position's residual stream (default: the last token).
 
     ``position`` indexes the sequence dimension as given: in a right-padded batch the last

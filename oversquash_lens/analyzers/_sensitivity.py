@@ -47,7 +47,7 @@ CPU_BUDGET = 1024**3
 MAX_BLOCKS_BYTES = 2 * 1024**3
 
 
-class Sensitivity(Analyzer):
+class Sensitivity(Analyzer[SensitivityResult]):
     """Jacobian norms ``‖∂h(ℓ)/∂x_i‖`` of layer outputs with respect to every input token.
 
     Attach it to runs made with gradients enabled (it refuses ``torch.no_grad()`` and
