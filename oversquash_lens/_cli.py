@@ -40,9 +40,9 @@ from .analyzers._paths import OWN_HEADS
 from .models import list_models, load_model
 from .plotting import save_figure
 from .precision import parse_spec
-from .report import report
-from .report._report import COLLAPSE_COLUMNS, PROXY_COLUMNS, collapse_rows, proxy_rows
-from .report._suite import SUITES, prompt_tokens, shares
+from .reporting import report
+from .reporting._plan import SUITES, prompt_tokens, shares
+from .reporting._report import COLLAPSE_COLUMNS, PROXY_COLUMNS, collapse_rows, proxy_rows
 from .results import atomic_write_bytes
 
 # Errors that mean "the arguments were wrong": exit code 2, like argparse. ValueError and

@@ -169,13 +169,13 @@ def order(which: str) -> Variant:
     return Variant(which, {"order": which})
 
 
-def precision(name: str) -> Variant:
+def precision_variant(name: str) -> Variant:
     """Run in another precision (``"float32"``, ``"emulate:float8_e4m3"``...).
 
     Higher precision is the paper's third glass, argued from theory only.
 
     Example:
-        >>> precision("float32").precision
+        >>> precision_variant("float32").precision
         'float32'
     """
     return Variant(f"precision:{name}", precision=name)
@@ -243,7 +243,7 @@ def _parse_one(text: str, whole: str) -> Variant:
             every, _, group = rest.partition(":")
             return separators(int(every), group or "left")
         if head == "precision" and rest:
-            return precision(rest)
+            return precision_variant(rest)
         if head == "cot" and rest:
             return chain_of_thought(rest)
     except (ValueError, KeyError) as error:
@@ -265,7 +265,7 @@ class glasses:  # noqa: N801 - a namespace read as ``osl.glasses.hint()``
     hint = staticmethod(hint)
     chain_of_thought = staticmethod(chain_of_thought)
     order = staticmethod(order)
-    precision = staticmethod(precision)
+    precision = staticmethod(precision_variant)  # named so: precision is a subpackage
     bos = staticmethod(bos)
     parse = staticmethod(parse_variant)
     SPELLINGS: ClassVar = SPELLINGS

@@ -37,6 +37,7 @@ LAYERS: tuple[Layer, ...] = (
             "_json",
             "_progress",
             "_layers",
+            "_moved",
         ),
         "errors, shared types, hook names, TransformerLens compatibility, small helpers",
     ),
@@ -76,7 +77,7 @@ LAYERS: tuple[Layer, ...] = (
         "collapse, generation, behaviour, glasses, shards",
     ),
     Layer("render", ("render",), "offline HTML views (circuitsvis, the bundle inlined)"),
-    Layer("report", ("report",), "the paper's suite on one model, one offline page"),
+    Layer("reporting", ("reporting",), "the paper's suite on one model, one offline page"),
     Layer("cli", ("_cli", "_cli_args", "__main__"), "the oversquash-lens command"),
     Layer("api", ("",), "oversquash_lens/__init__.py: the curated public names"),
 )

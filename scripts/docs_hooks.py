@@ -466,8 +466,9 @@ def _target(obj: griffe.Object | griffe.Alias) -> griffe.Object | griffe.Alias:
 def _member(module: griffe.Module, name: str) -> griffe.Object | griffe.Alias | None:
     """``module.name`` resolved, or None when it is missing or cannot be resolved.
 
-    A package that rebinds a subpackage's name (``from .report import report``) exports
-    what it imported, as Python sees it, not the subpackage griffe lists under that name.
+    A package that rebinds a subpackage's name (``from .pkg import pkg`` beside a ``pkg``
+    subpackage) exports what it imported, as Python sees it, not the subpackage griffe
+    lists under that name.
     """
     imported = module.imports.get(name)
     try:

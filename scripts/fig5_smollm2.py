@@ -19,7 +19,7 @@ import torch
 
 import oversquash_lens as osl
 from oversquash_lens.analyzers._collapse_math import metric_index
-from oversquash_lens.report._suite import FIG5_LENGTHS, FIG5_PRECISIONS, fig5_families
+from oversquash_lens.reporting._plan import FIG5_LENGTHS, FIG5_PRECISIONS, fig5_families
 from oversquash_lens.results import atomic_write_bytes
 
 LENGTHS = list(FIG5_LENGTHS)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import oversquash_lens as osl
-from oversquash_lens.report._suite import depths, prompt_tokens, shares
+from oversquash_lens.reporting._plan import depths, prompt_tokens, shares
 from oversquash_lens.results import atomic_write_bytes
 
 

@@ -26,7 +26,7 @@ import torch
 import oversquash_lens as osl
 from oversquash_lens.analyzers._proxies import FLOW_BUDGET, flow_work
 from oversquash_lens.analyzers._ranks import spearman
-from oversquash_lens.report._suite import depths, prompt_tokens
+from oversquash_lens.reporting._plan import depths, prompt_tokens
 from oversquash_lens.results import atomic_write_bytes
 
 PROMPTS = ("count_ones", "first_digit", "last_digit")

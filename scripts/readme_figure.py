@@ -16,7 +16,7 @@ from pathlib import Path
 import matplotlib
 
 import oversquash_lens as osl
-from oversquash_lens.report._suite import prompt_tokens
+from oversquash_lens.reporting._plan import prompt_tokens
 
 
 def main() -> None:

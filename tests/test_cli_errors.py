@@ -17,7 +17,7 @@ from oversquash_lens import _cli
 from oversquash_lens._adapter import ModelAdapter
 from oversquash_lens._cli import main
 from oversquash_lens._errors import MissingHookError, UnsupportedModelError
-from oversquash_lens.report._report import Section, _write_summary
+from oversquash_lens.reporting._report import Section, _write_summary
 
 from .conftest import BACKENDS
 

@@ -322,7 +322,7 @@ def test_the_certified_bound_holds_on_smollm2() -> None:
     """SmolLM2-135M, n = 64, float64: the bound against exact spectral norms of the
     frozen-attention Jacobian (576 VJPs per point, ~2-5 min on a 2-core CPU) at the first
     block and at y_n; every point is checked on the tiny models above."""
-    from oversquash_lens.report._suite import prompt_tokens
+    from oversquash_lens.reporting._plan import prompt_tokens
 
     model = osl.load_model("smollm2-135m")
     tokens = prompt_tokens(model, "count_ones", 64)

@@ -181,3 +181,13 @@ def test_moved_functions_keep_their_old_path_for_one_release(name: str) -> None:
     assert old is getattr(osl, name)
     with pytest.raises(AttributeError):
         osl.analyzers.no_such_name  # noqa: B018
+
+
+def test_the_report_function_and_the_reporting_package_do_not_shadow_each_other() -> None:
+    import oversquash_lens.reporting as reporting
+
+    assert callable(osl.report) and osl.report is reporting.report
+    with pytest.warns(DeprecationWarning, match="use oversquash_lens.reporting.get_suite"):
+        from oversquash_lens.report import get_suite  # the subpackage's old name
+    assert get_suite is reporting.get_suite
+    assert callable(osl.report)  # importing the old path did not rebind osl.report

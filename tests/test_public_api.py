@@ -16,7 +16,7 @@ PUBLIC_MODULES = [
     "oversquash_lens.tasks",
     "oversquash_lens.theory",
     "oversquash_lens.render",
-    "oversquash_lens.report",
+    "oversquash_lens.reporting",
 ]
 
 

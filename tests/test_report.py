@@ -14,9 +14,8 @@ import oversquash_lens as osl
 from oversquash_lens import tasks
 from oversquash_lens._behaviour_result import BehaviourResult
 from oversquash_lens._cli import main
-from oversquash_lens.report import get_suite, paper_suite, report
-from oversquash_lens.report._report import collapse_rows
-from oversquash_lens.report._suite import (
+from oversquash_lens.reporting import get_suite, paper_suite, report
+from oversquash_lens.reporting._plan import (
     FIG5_LENGTHS,
     REPORT_PRECISIONS,
     SWEEP_PRECISIONS,
@@ -26,6 +25,7 @@ from oversquash_lens.report._suite import (
     fit_lengths,
     shares,
 )
+from oversquash_lens.reporting._report import collapse_rows
 from oversquash_lens.results import Result
 
 from .browser import ARTIFACTS, open_page, require_chromium

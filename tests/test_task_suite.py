@@ -182,7 +182,7 @@ def test_few_shot_examples_are_correct_worked_examples() -> None:
         digits, solution = lines[at + 2], lines[at + 4]
         assert solution.startswith("Solution: ")
         assert task.parse(solution) == digits.count("1")
-        assert len(digits) == tasks._suite.EXAMPLE_KS[n - 1]
+        assert len(digits) == tasks._task.EXAMPLE_KS[n - 1]
     # the spans still point at the real sequence
     assert [text[a:b] for a, b in inst.spans] == list(plain.items)
     assert task.max_new_tokens > tasks.count_bernoulli().max_new_tokens

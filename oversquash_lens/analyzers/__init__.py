@@ -1,9 +1,8 @@
 """Attachable analyzers: each declares hook points, keeps what it needs, computes a result."""
 
-import importlib
-import warnings
 from typing import Any
 
+from .._moved import moved as _moved
 from ._base import Analyzer as Analyzer
 from ._base import RunRecord as RunRecord
 from ._collapse_probe import CollapseProbe as CollapseProbe
@@ -45,20 +44,11 @@ __all__ = [
 # The functions that run a model live above the analyzers now (oversquash_lens._paths,
 # oversquash_lens._sensitivity; public as osl.attention_paths, osl.sensitivity). Their
 # old paths here keep working for one release, with a DeprecationWarning.
-_MOVED = {
-    "attention_paths": "oversquash_lens._paths",
-    "sensitivity": "oversquash_lens._sensitivity",
-}
+_MOVED_NAMES = ("attention_paths", "sensitivity")  # up to the functions that run models
 
 
 def __getattr__(name: str) -> Any:
     """The old ``oversquash_lens.analyzers.attention_paths`` / ``.sensitivity`` paths."""
-    if name in _MOVED:
-        warnings.warn(
-            f"oversquash_lens.analyzers.{name} moved: use oversquash_lens.{name} "
-            "(this path goes away in the next release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(_MOVED[name]), name)
+    if name in _MOVED_NAMES:
+        return _moved(f"oversquash_lens.analyzers.{name}", f"oversquash_lens.{name}")
     raise AttributeError(f"module 'oversquash_lens.analyzers' has no attribute {name!r}")

@@ -13,7 +13,7 @@ The behavioural tasks (Fig 2, 3, 4, 6, 11) are :class:`Task` s built by
 :func:`copy_last`, :func:`copy_first`, :func:`count_ones`, :func:`count_bernoulli`,
 :func:`sum_ones`, :func:`count_word` and :func:`interleaved`: prompts in the paper's or a
 compact toy-model format, ground truth, :func:`parse_answer`, and tokens with every
-item's position checked (see ``_suite.py``).
+item's position checked (see ``_task.py``).
 
 Conventions: the prefix is used verbatim and the joiner goes before every item (the
 first included), so ``ones(prefix=COUNT_ONES, joiner=" ")`` reads "…sequences? 1 1 1"
@@ -80,9 +80,9 @@ from ._prompts import PROMPTS as PROMPTS
 from ._prompts import SUM_ANSWER_FORMAT as SUM_ANSWER_FORMAT
 from ._random import RandomPrefix as RandomPrefix
 from ._random import random_prefix as random_prefix
-from ._suite import Score as Score
-from ._suite import Task as Task
-from ._suite import TaskInstance as TaskInstance
+from ._task import Score as Score
+from ._task import Task as Task
+from ._task import TaskInstance as TaskInstance
 from ._units import UnitFamily as UnitFamily
 
 __all__ = [

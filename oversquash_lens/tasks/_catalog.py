@@ -1,6 +1,6 @@
-"""Constructors of the paper's tasks, one per task (see :mod:`._suite` for the layout)."""
+"""Constructors of the paper's tasks, one per task (see :mod:`._task` for the layout)."""
 
-from ._suite import Task
+from ._task import Task
 
 
 def copy_last(*, hint: bool = False, joiner: str = "", style: str = "paper", seed: int = 0) -> Task:

@@ -26,7 +26,7 @@ from ..plotting import save_figure
 from ..precision import get_format
 from ..results import atomic_write_bytes
 from . import _html as h
-from ._suite import (
+from ._plan import (
     BehaviourStep,
     CollapseStep,
     GlassesStep,
@@ -86,7 +86,7 @@ def report(
 
     Example:
         >>> import tempfile, oversquash_lens as osl
-        >>> from oversquash_lens.report import report
+        >>> from oversquash_lens.reporting import report
         >>> out = tempfile.mkdtemp()
         >>> page = report("tiny-nope", "smoke", out, progress=False, figure_formats=["png"])
         >>> page.name, (page.parent / "summary.json").exists()
