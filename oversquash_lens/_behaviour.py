@@ -21,6 +21,7 @@ from ._progress import progress_bar
 from .capture import preserve_state
 from .results import Provenance
 from .results._checkpoint import Checkpoint
+from .tasks import Task
 from .tasks._base import check_lengths
 
 RECIPE = "recipe"  # the checkpoint entry of a shard's plan
@@ -45,7 +46,7 @@ def generation_route(model: Any) -> str:
 
 def behaviour(
     model: Any,
-    task: Any,
+    task: Task,
     lengths: Iterable[int],
     *,
     samples: int = 8,
@@ -110,7 +111,7 @@ def behaviour(
 
 def sweep(
     model: Any,
-    task: Any,
+    task: Task,
     lengths: Iterable[int],
     *,
     samples: int,

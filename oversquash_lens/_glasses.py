@@ -30,17 +30,18 @@ from ._glasses_variants import parse_variant as parse_variant
 from ._glasses_variants import separators
 from ._progress import progress_bar
 from ._sensitivity import sensitivity as _sensitivity
+from .tasks import Task
 from .tasks._base import Lengths, SequenceFamily, SequencePair, check_lengths
 
 SENSITIVITY_METHODS = ("hutchinson", "exact", "none")
 
 
 # ---------------------------------------------------------------------- task plumbing
-def _task_name(task: Any) -> str:
+def _task_name(task: Task) -> str:
     return str(getattr(task, "name", type(task).__name__))
 
 
-def _task_params(task: Any) -> dict[str, Any]:
+def _task_params(task: Task) -> dict[str, Any]:
     if dataclasses.is_dataclass(task) and not isinstance(task, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(task):
@@ -77,7 +78,7 @@ class TaskPairs(SequenceFamily):
     Uses ``task.pair(model, k, chat=..., prepend_bos=...)`` (deterministic tasks).
     """
 
-    task: Any
+    task: Task
     prepend_bos: bool | None = None
     chat: bool | None = None
     name: ClassVar[str] = "task"
@@ -99,7 +100,7 @@ class TaskPairs(SequenceFamily):
         }
 
 
-def _distinct_instances(task: Any, k: int, samples: int) -> list[Any]:
+def _distinct_instances(task: Task, k: int, samples: int) -> list[Any]:
     seen: dict[str, Any] = {}
     for s in range(max(samples, 1)):
         inst = task.instance(k, s)
@@ -109,7 +110,7 @@ def _distinct_instances(task: Any, k: int, samples: int) -> list[Any]:
 
 def _sensitivity_row(
     model: Any,
-    task: Any,
+    task: Task,
     k: int,
     variant: Variant,
     chat: bool | None,
@@ -147,7 +148,7 @@ def _sensitivity_row(
 
 
 def _accuracy(
-    model: Any, task: Any, lengths: list[int], variant: Variant, chat: bool | None, samples: int
+    model: Any, task: Task, lengths: list[int], variant: Variant, chat: bool | None, samples: int
 ) -> list[float]:
 
     # Greedy answers to the same prompt repeat: a deterministic task needs one sample.
@@ -160,7 +161,7 @@ def _accuracy(
 
 
 def _collapse_rows(
-    model: Any, task: Any, lengths: list[int], variant: Variant, chat: bool | None, label: str
+    model: Any, task: Task, lengths: list[int], variant: Variant, chat: bool | None, label: str
 ) -> dict[str, torch.Tensor] | None:
     """y_n distances of k vs k + 1 through osl.collapse; None for tasks without pairs."""
     family = TaskPairs(task, variant.prepend_bos, chat)
@@ -187,7 +188,7 @@ def _collapse_rows(
 
 def compare_glasses(
     model: Any,
-    task: Any,
+    task: Task,
     lengths: Iterable[int],
     variants: Sequence["str | Variant"] = ("baseline",),
     *,
@@ -323,7 +324,7 @@ def compare_glasses(
 
 def separator_search(
     model: Any,
-    task: Any,
+    task: Task,
     max_length: int,
     *,
     precision: str = "bfloat16",

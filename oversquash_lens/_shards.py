@@ -36,6 +36,7 @@ from ._errors import CheckpointError, CheckpointMismatchError
 from .analyzers._collapse_result import CollapseResult
 from .precision import FormatLike
 from .results._checkpoint import Checkpoint, describe_difference
+from .tasks import Task
 
 Item = TypeVar("Item")
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -147,7 +148,7 @@ def collapse_shard(
 
 def behaviour_shard(
     model: Any,
-    task: Any,
+    task: Task,
     lengths: Iterable[int],
     shard: Shard,
     folder: str | Path,
