@@ -38,6 +38,7 @@ LAYERS: tuple[Layer, ...] = (
             "_progress",
             "_layers",
             "_moved",
+            "_names",
         ),
         "errors, shared types, hook names, TransformerLens compatibility, small helpers",
     ),

@@ -16,6 +16,7 @@ from .._compat import (
 )
 from .._dtypes import native_torch_dtype
 from .._errors import ModelLoadError, UnknownModelError
+from .._names import Registry
 from ._build import Source, build_bridge, build_hooked
 from ._info import ModelInfo, remember
 from ._smollm2 import smollm2_source
@@ -33,8 +34,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
 
 
-_MODELS: dict[str, ModelSpec] = {}
-_ALIASES: dict[str, str] = {}
+_MODELS: Registry[ModelSpec] = Registry("model", fold_case=True)
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -50,13 +50,7 @@ def register_model(spec: ModelSpec) -> ModelSpec:
         >>> load_model("my-tiny").cfg.n_layers
         2
     """
-    for key in (spec.name, *spec.aliases):
-        if key.lower() in _MODELS or key.lower() in _ALIASES:
-            raise ValueError(f"model name {key!r} is already registered")
-    _MODELS[spec.name.lower()] = spec
-    for alias in spec.aliases:
-        _ALIASES[alias.lower()] = spec.name.lower()
-    return spec
+    return _MODELS.register(spec.name, spec, *spec.aliases)
 
 
 for _name, _spec in TINY_SPECS.items():
@@ -132,8 +126,7 @@ def load_model(
             f"n_devices={n_devices} needs that many CUDA devices; "
             f"{torch.cuda.device_count()} visible"
         )
-    key = _ALIASES.get(name.lower(), name.lower())
-    spec = _MODELS.get(key)
+    spec = _MODELS.get(name)
     if spec is None:
         return _load_external(name, backend, torch_dtype, device_str, processed, n_devices)
     src = spec.source(spec.name)

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from .._errors import UnknownPrecisionError
+from .._names import Registry
 
 __all__ = [
     "FloatFormat",
@@ -111,8 +112,7 @@ class FloatFormat:
         )
 
 
-_REGISTRY: dict[str, FloatFormat] = {}
-_ALIASES: dict[str, str] = {}
+_REGISTRY: Registry[FloatFormat] = Registry("precision", fold_case=True)
 
 
 def register_format(fmt: FloatFormat, *aliases: str) -> FloatFormat:
@@ -133,13 +133,7 @@ def register_format(fmt: FloatFormat, *aliases: str) -> FloatFormat:
         >>> get_format("tf32").epsilon == 2**-10
         True
     """
-    for key in (fmt.name, *aliases):
-        if key in _REGISTRY or key in _ALIASES:
-            raise ValueError(f"precision name {key!r} is already registered")
-    _REGISTRY[fmt.name] = fmt
-    for alias in aliases:
-        _ALIASES[alias] = fmt.name
-    return fmt
+    return _REGISTRY.register(fmt.name, fmt, *aliases)
 
 
 register_format(FloatFormat("float64", 11, 52, torch_dtype=torch.float64), "fp64", "double")
@@ -199,7 +193,6 @@ def get_format(spec: FormatLike) -> FloatFormat:
         return _custom(int(exponent_bits), int(mantissa_bits), spec)
     if isinstance(spec, str):
         key = spec.strip().lower().removeprefix("torch.")
-        key = _ALIASES.get(key, key)
         if key in _REGISTRY:
             return _REGISTRY[key]
         match = _CUSTOM.match(key)
@@ -235,7 +228,7 @@ def list_formats(kind: Literal["all", "native"] = "all") -> list[str]:
         >>> list_formats()[:4]
         ['float64', 'float32', 'float16', 'bfloat16']
     """
-    return [n for n, f in _REGISTRY.items() if kind == "all" or f.is_native]
+    return [f.name for f in _REGISTRY.values() if kind == "all" or f.is_native]
 
 
 def machine_epsilon(spec: FormatLike) -> float:

@@ -19,6 +19,7 @@ import torch
 
 from .. import tasks
 from .._errors import PromptTooLongError
+from .._names import Registry
 
 FIG5_LENGTHS = (1, 2, 6, 11, 51, 101, 501, 1001, 2001)
 """The lengths ``scripts/fig5_smollm2.py`` measures."""
@@ -374,8 +375,10 @@ def glasses_steps(size: str) -> list[Step]:
     ]
 
 
-SUITES: dict[str, Callable[..., Suite]] = {"paper": paper_suite, "smoke": smoke_suite}
+SUITES: Registry[Callable[..., Suite]] = Registry("suite", missing=ValueError)
 """Report suites by name."""
+SUITES.register("paper", paper_suite)
+SUITES.register("smoke", smoke_suite)
 
 
 def get_suite(name: str, *, quick: bool = False, precisions: Sequence[str] | None = None) -> Suite:
@@ -388,6 +391,4 @@ def get_suite(name: str, *, quick: bool = False, precisions: Sequence[str] | Non
         >>> get_suite("paper", quick=True).quick
         True
     """
-    if name not in SUITES:
-        raise ValueError(f"unknown suite {name!r}: choose one of {', '.join(sorted(SUITES))}")
     return SUITES[name](quick=quick, precisions=precisions)

@@ -1,5 +1,8 @@
 """Constructors of the paper's tasks, one per task (see :mod:`._task` for the layout)."""
 
+from collections.abc import Callable
+
+from .._names import Registry
 from ._task import Task
 
 
@@ -83,13 +86,15 @@ def interleaved(*, joiner: str = "", style: str = "paper", seed: int = 0) -> Tas
     return Task("interleaved", style=style, joiner=joiner, seed=seed)
 
 
-TASKS = {
-    "copy_last": copy_last,
-    "copy_first": copy_first,
-    "count_ones": count_ones,
-    "count_bernoulli": count_bernoulli,
-    "sum_ones": sum_ones,
-    "count_word": count_word,
-    "interleaved": interleaved,
-}
+TASKS: Registry[Callable[..., Task]] = Registry("task")
 """Every task constructor by name (call with no arguments for the paper's defaults)."""
+for _constructor in (
+    copy_last,
+    copy_first,
+    count_ones,
+    count_bernoulli,
+    sum_ones,
+    count_word,
+    interleaved,
+):
+    TASKS.register(_constructor.__name__, _constructor)
