@@ -17,7 +17,8 @@ import torch
 import oversquash_lens as osl
 from oversquash_lens._errors import ResultFileError
 from oversquash_lens.results import Result
-from oversquash_lens.results._base import FORMAT_VERSION, _temp_prefix, atomic_write_bytes
+from oversquash_lens.results._atomic import _temp_prefix, atomic_write_bytes
+from oversquash_lens.results._base import FORMAT_VERSION
 from tests.conftest import BACKENDS
 
 
