@@ -14,7 +14,6 @@ longest sequence (plus one for the noise floor) instead of 2N passes.
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,15 +22,15 @@ from torch import Tensor
 
 from ._adapter import ModelAdapter
 from ._attach import attach
-from ._dtypes import native_torch_dtype
-from ._errors import CheckpointError, UnsupportedArchitectureError, UnsupportedPrecisionError
+from ._errors import CheckpointError, UnsupportedArchitectureError
 from ._generate import greedy_continuation
 from ._progress import progress_bar
+from ._run_precision import parse_precision, precision_context
 from .analyzers._collapse_math import METRICS, distances
+from .analyzers._collapse_plan import Unit, plan
 from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations, compare_arrays
 from .analyzers._collapse_result import CollapseResult
-from .capture import check_emulation, emulate_precision, native_dtype
-from .precision import EMULATE, FloatFormat, FormatLike, parse_spec
+from .precision import FloatFormat, FormatLike
 from .results import Provenance
 from .results._checkpoint import Checkpoint
 from .tasks._base import check_lengths
@@ -42,134 +41,8 @@ RECIPE = "recipe"  # the checkpoint entry of a shard's plan
 _CHUNK = 32  # pairs compared at once: bounds the float64 copies of the logits
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One precision to run: a native dtype, or a format emulated at the residual stream."""
-
-    label: str
-    fmt: FloatFormat
-    native: bool
-
-
-def parse_precision(
-    spec: FormatLike,
-    device: torch.device | str = "cpu",
-    model_dtype: torch.dtype | None = None,
-) -> Setting:
-    """``"bfloat16"`` runs natively; ``"emulate:bfloat16"`` rounds the residual stream.
-
-    Args:
-        spec: A format name, or ``"emulate:<format>"``.
-        device: Where the model runs (for the native formats).
-        model_dtype: The dtype the model runs in: an emulated format must fit in it.
-
-    Raises:
-        UnsupportedPrecisionError: For a native precision the device cannot run, with the
-            ``"emulate:..."`` spelling to use instead; for an emulated format wider than
-            the model's dtype (rounding to it would change nothing).
-
-    Example:
-        >>> parse_precision("emulate:float8_e4m3").label
-        'emulate:float8_e4m3'
-    """
-    parsed = parse_spec(spec)
-    fmt = parsed.fmt
-    if parsed.emulated:
-        if model_dtype is not None:
-            check_emulation(fmt, model_dtype)
-        return Setting(parsed.label, fmt, native=False)
-    try:
-        native_torch_dtype(fmt, device)
-    except UnsupportedPrecisionError as error:
-        raise UnsupportedPrecisionError(
-            f"{error}. In osl.collapse ask for precisions=['{EMULATE}{fmt.name}'] instead"
-        ) from None
-    return Setting(fmt.name, fmt, native=True)
-
-
-def _precision_context(model: Any, setting: Setting) -> Any:
-    if setting.native:
-        return native_dtype(model, setting.fmt)
-    return emulate_precision(model, setting.fmt, points="residual+attention")
-
-
-@dataclass
-class _Unit:
-    """One group of passes: a prefix chain (shared) or one pair (independent)."""
-
-    passes: list[tuple[int, ...]]  # token sequences to run
-    pairs: list[int]  # indices of the pairs this unit measures
-    # where each pair's sides and noise floor are read: (pass, position)
-    a: list[tuple[int, int]]
-    b: list[tuple[int, int]]
-    noise: list[tuple[tuple[int, int], tuple[int, int]] | None]
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def plan(sequences: list[tuple[tuple[int, ...], tuple[int, ...]]], mode: str) -> list[_Unit]:
-    """Group the pairs into units of forward passes.
-
-    Args:
-        sequences: ``(A_k, B_k)`` token tuples per pair.
-        mode: ``"shared"``: every sequence that is a prefix of a longer one is read from
-            that one's pass, and the noise floor from a second pass over the longest
-            sequence minus its last token. ``"independent"``: two passes per pair, and the
-            noise floor at their last common position.
-
-    Returns:
-        The units, covering every pair once.
-    """
-    if mode not in ("shared", "independent"):
-        raise ValueError(f"mode must be 'shared' or 'independent', got {mode!r}")
-    nested = [i for i, (a, b) in enumerate(sequences) if mode == "shared" and _prefix_pair(a, b)]
-    units = [_independent(i, a, b) for i, (a, b) in enumerate(sequences) if i not in set(nested)]
-    roots: list[tuple[int, ...]] = []
-    for seq in sorted({s for i in nested for s in sequences[i]}, key=len, reverse=True):
-        if not any(root[: len(seq)] == seq for root in roots):
-            roots.append(seq)
-    members: dict[int, list[int]] = {r: [] for r in range(len(roots))}
-    for i in nested:
-        longer = max(sequences[i], key=len)
-        members[next(r for r, root in enumerate(roots) if root[: len(longer)] == longer)].append(i)
-    for r, root in enumerate(roots):
-        if not members[r]:
-            continue
-        # The noise floor: the same positions again, from a pass one token shorter.
-        unit = _Unit([root, root[:-1]] if len(root) > 1 else [root], [], [], [], [])
-        for i in members[r]:
-            a, b = sequences[i]
-            unit.pairs.append(i)
-            unit.a.append((0, len(a) - 1))
-            unit.b.append((0, len(b) - 1))
-            common = _common_prefix(a, b)
-            usable = 0 < common < len(root) and len(unit.passes) > 1
-            unit.noise.append(((0, common - 1), (1, common - 1)) if usable else None)
-        units.append(unit)
-    return units
-
-
-def _prefix_pair(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    short, long = sorted((a, b), key=len)
-    return long[: len(short)] == short
-
-
-def _independent(i: int, a: tuple[int, ...], b: tuple[int, ...]) -> _Unit:
-    """Two passes; the noise floor at the pair's last common position."""
-    common = _common_prefix(a, b)
-    noise = ((0, common - 1), (1, common - 1)) if common else None
-    return _Unit([a, b], [i], [(0, len(a) - 1)], [(1, len(b) - 1)], [noise])
-
-
 def _run_passes(
-    model: Any, unit: _Unit, heads: HeadSpec, device: torch.device
+    model: Any, unit: Unit, heads: HeadSpec, device: torch.device
 ) -> list[Representations]:
     wanted: list[set[int]] = [set() for _ in unit.passes]
     for where in [*unit.a, *unit.b, *(p for n in unit.noise if n for p in n)]:
@@ -201,7 +74,7 @@ def _gather(reps: list[Representations], where: list[tuple[int, int]]) -> dict[s
     return out
 
 
-def _measure(reps: list[Representations], unit: _Unit, fmt: FloatFormat) -> dict[str, Tensor]:
+def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[str, Tensor]:
     """Metrics for every pair of a unit, ``[pairs, ...]``, compared in chunks."""
     chunks: list[dict[str, Tensor]] = []
     for start in range(0, len(unit.pairs), _CHUNK):
@@ -355,7 +228,7 @@ def sweep(
     for p, setting in enumerate(settings):
         if not any((p, u) in wanted for u in range(len(units))):
             continue
-        with _precision_context(model, setting):
+        with precision_context(model, setting):
             for u, unit in enumerate(units):
                 if (p, u) not in wanted:
                     continue

@@ -21,7 +21,7 @@ import torch
 from ._adapter import ModelAdapter
 from ._behaviour import behaviour
 from ._checks import require_int
-from ._collapse import _precision_context, collapse, parse_precision
+from ._collapse import collapse
 from ._glasses_result import GlassesResult, SeparatorSearch
 from ._glasses_variants import SPELLINGS as SPELLINGS
 from ._glasses_variants import Variant as Variant
@@ -29,19 +29,20 @@ from ._glasses_variants import glasses as glasses
 from ._glasses_variants import parse_variant as parse_variant
 from ._glasses_variants import separators
 from ._progress import progress_bar
+from ._run_precision import parse_precision, precision_context
 from ._sensitivity import sensitivity as _sensitivity
-from .tasks import Task
+from .tasks import Task, TaskLike
 from .tasks._base import Lengths, SequenceFamily, SequencePair, check_lengths
 
 SENSITIVITY_METHODS = ("hutchinson", "exact", "none")
 
 
 # ---------------------------------------------------------------------- task plumbing
-def _task_name(task: Task) -> str:
+def _task_name(task: TaskLike) -> str:
     return str(getattr(task, "name", type(task).__name__))
 
 
-def _task_params(task: Task) -> dict[str, Any]:
+def _task_params(task: TaskLike) -> dict[str, Any]:
     if dataclasses.is_dataclass(task) and not isinstance(task, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(task):
@@ -78,7 +79,7 @@ class TaskPairs(SequenceFamily):
     Uses ``task.pair(model, k, chat=..., prepend_bos=...)`` (deterministic tasks).
     """
 
-    task: Task
+    task: TaskLike
     prepend_bos: bool | None = None
     chat: bool | None = None
     name: ClassVar[str] = "task"
@@ -100,7 +101,7 @@ class TaskPairs(SequenceFamily):
         }
 
 
-def _distinct_instances(task: Task, k: int, samples: int) -> list[Any]:
+def _distinct_instances(task: TaskLike, k: int, samples: int) -> list[Any]:
     seen: dict[str, Any] = {}
     for s in range(max(samples, 1)):
         inst = task.instance(k, s)
@@ -110,7 +111,7 @@ def _distinct_instances(task: Task, k: int, samples: int) -> list[Any]:
 
 def _sensitivity_row(
     model: Any,
-    task: Task,
+    task: TaskLike,
     k: int,
     variant: Variant,
     chat: bool | None,
@@ -148,9 +149,13 @@ def _sensitivity_row(
 
 
 def _accuracy(
-    model: Any, task: Task, lengths: list[int], variant: Variant, chat: bool | None, samples: int
+    model: Any,
+    task: Task,
+    lengths: list[int],
+    variant: Variant,
+    chat: bool | None,
+    samples: int,
 ) -> list[float]:
-
     # Greedy answers to the same prompt repeat: a deterministic task needs one sample.
     distinct = len(_distinct_instances(task, lengths[-1], samples))
     kwargs: dict[str, Any] = {"samples": samples if distinct > 1 else 1, "progress": False}
@@ -161,7 +166,7 @@ def _accuracy(
 
 
 def _collapse_rows(
-    model: Any, task: Task, lengths: list[int], variant: Variant, chat: bool | None, label: str
+    model: Any, task: TaskLike, lengths: list[int], variant: Variant, chat: bool | None, label: str
 ) -> dict[str, torch.Tensor] | None:
     """y_n distances of k vs k + 1 through osl.collapse; None for tasks without pairs."""
     family = TaskPairs(task, variant.prepend_bos, chat)
@@ -188,7 +193,7 @@ def _collapse_rows(
 
 def compare_glasses(
     model: Any,
-    task: Task,
+    task: TaskLike,
     lengths: Iterable[int],
     variants: Sequence["str | Variant"] = ("baseline",),
     *,
@@ -249,6 +254,11 @@ def compare_glasses(
         raise ValueError(f"variant labels repeat: {labels}")
     if sensitivity not in SENSITIVITY_METHODS:
         raise ValueError(f"sensitivity must be one of {SENSITIVITY_METHODS}, got {sensitivity!r}")
+    if behaviour and not isinstance(task, Task):
+        raise TypeError(
+            f"behaviour=True scores the model's answers, which needs an osl.tasks.Task; "
+            f"{type(task).__name__} is not one: pass behaviour=False for the other measures"
+        )
     samples = require_int("samples", samples, minimum=1)
     tasks = [v.apply(task) for v in parsed]  # every change is checked before any pass
     settings = [
@@ -282,7 +292,7 @@ def compare_glasses(
             for name, values in rows.items():
                 out[name][v] = values
         bar.update(1)
-        with _precision_context(model, setting):
+        with precision_context(model, setting):
             if sensitivity != "none":
                 for i, k in enumerate(ks):
                     row = _sensitivity_row(
@@ -324,7 +334,7 @@ def compare_glasses(
 
 def separator_search(
     model: Any,
-    task: Task,
+    task: TaskLike,
     max_length: int,
     *,
     precision: str = "bfloat16",

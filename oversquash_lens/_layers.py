@@ -63,6 +63,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer(
         "runs",
         (
+            "_run_precision",
             "_attach",
             "_paths",
             "_sensitivity",

@@ -9,13 +9,14 @@ from hypothesis import strategies as st
 
 import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
-from oversquash_lens._collapse import parse_precision, plan
+from oversquash_lens._run_precision import parse_precision
 from oversquash_lens.analyzers._collapse_math import (
     compare_in_format,
     distances,
     first_stable,
     metric_index,
 )
+from oversquash_lens.analyzers._collapse_plan import plan
 from oversquash_lens.precision import round_to_format, ulp_distance
 
 from .conftest import BACKENDS

@@ -328,6 +328,9 @@ def test_refuses_bad_arguments(load):
         compare_glasses(model, StandIn(), [1], sensitivity="fast", progress=False)
     with pytest.raises(ValueError, match="valid spellings"):
         compare_glasses(model, StandIn(), [1], ["commas"], behaviour=False, progress=False)
+    with pytest.raises(TypeError, match="needs an osl.tasks.Task"):  # no score() to call
+        compare_glasses(model, StandIn(), [1], sensitivity="none", progress=False)
+    assert isinstance(StandIn(), tasks.TaskLike) and isinstance(tasks.copy_last(), tasks.TaskLike)
 
 
 def test_model_restored_after_failure(load, backend: str):

@@ -83,6 +83,7 @@ from ._random import random_prefix as random_prefix
 from ._task import Score as Score
 from ._task import Task as Task
 from ._task import TaskInstance as TaskInstance
+from ._task import TaskLike as TaskLike
 from ._units import UnitFamily as UnitFamily
 
 __all__ = [
@@ -113,6 +114,7 @@ __all__ = [
     "TASKS",
     "TASK_NAMES",
     "Task",
+    "TaskLike",
     "TaskInstance",
     "TokenizationError",
     "UnitFamily",

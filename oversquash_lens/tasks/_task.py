@@ -45,7 +45,7 @@ the right ("1,111,111"); the joiner follows the separator ("1 1, 1 1" with ``" "
 import dataclasses
 import operator
 from dataclasses import dataclass
-from typing import Any, SupportsIndex
+from typing import Any, Protocol, SupportsIndex, runtime_checkable
 
 import numpy as np
 import torch
@@ -113,6 +113,38 @@ class Score:
     parsed: int | None
     correct: bool
     abs_error: float | None
+
+
+# ------------------------------------------------------------------ what a comparison needs
+@runtime_checkable
+class TaskLike(Protocol):
+    """What :func:`~oversquash_lens.compare_glasses` asks of a task.
+
+    :class:`Task` has all of it; a stand-in of your own needs only these (the accuracy
+    step, ``behaviour=True``, needs a :class:`Task`). ``tokens``, ``item_positions`` and
+    ``pair`` take ``chat=`` and ``prepend_bos=`` where the variants set them.
+    """
+
+    @property
+    def name(self) -> str:
+        """The task's name (results and files are labelled with it)."""
+        ...
+
+    def instance(self, k: SupportsIndex, sample: SupportsIndex = 0) -> Any:
+        """The instance with ``k`` items (its ``text`` names it)."""
+        ...
+
+    def tokens(self, *args: Any, **kwargs: Any) -> Any:
+        """``tokens(model, instance, ...)``: the prompt's token ids."""
+        ...
+
+    def item_positions(self, *args: Any, **kwargs: Any) -> Any:
+        """``item_positions(model, instance, ...)``: where each item's token sits."""
+        ...
+
+    def pair(self, *args: Any, **kwargs: Any) -> Any:
+        """``pair(model, k, ...)``: the instances with k and k + 1 items as a pair."""
+        ...
 
 
 # ------------------------------------------------------------------ the task
