@@ -59,6 +59,9 @@ from ._families import fixed_final as fixed_final
 from ._families import ones as ones
 from ._families import repeated_last as repeated_last
 from ._families import separated as separated
+from ._instance import Score as Score
+from ._instance import TaskInstance as TaskInstance
+from ._instance import TaskLike as TaskLike
 from ._kinds import TASK_NAMES as TASK_NAMES
 from ._kinds import WORDS as WORDS
 from ._layout import Layout as Layout
@@ -80,10 +83,7 @@ from ._prompts import PROMPTS as PROMPTS
 from ._prompts import SUM_ANSWER_FORMAT as SUM_ANSWER_FORMAT
 from ._random import RandomPrefix as RandomPrefix
 from ._random import random_prefix as random_prefix
-from ._task import Score as Score
 from ._task import Task as Task
-from ._task import TaskInstance as TaskInstance
-from ._task import TaskLike as TaskLike
 from ._units import UnitFamily as UnitFamily
 
 __all__ = [
