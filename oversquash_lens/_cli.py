@@ -42,7 +42,7 @@ from .plotting import save_figure
 from .precision import parse_spec
 from .reporting import report
 from .reporting._plan import SUITES, prompt_tokens, shares
-from .reporting._report import COLLAPSE_COLUMNS, PROXY_COLUMNS, collapse_rows, proxy_rows
+from .reporting._tables import COLLAPSE_COLUMNS, PROXY_COLUMNS, collapse_rows, proxy_rows
 from .results import atomic_write_bytes
 
 # Errors that mean "the arguments were wrong": exit code 2, like argparse. ValueError and

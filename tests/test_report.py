@@ -25,7 +25,7 @@ from oversquash_lens.reporting._plan import (
     fit_lengths,
     shares,
 )
-from oversquash_lens.reporting._report import collapse_rows
+from oversquash_lens.reporting._tables import collapse_rows
 from oversquash_lens.results import Result
 
 from .browser import ARTIFACTS, open_page, require_chromium

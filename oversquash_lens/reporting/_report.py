@@ -23,7 +23,6 @@ from .._trace import trace
 from ..analyzers._collapse_result import CollapseResult
 from ..models import load_model
 from ..plotting import save_figure
-from ..precision import get_format
 from ..results import atomic_write_bytes
 from . import _html as h
 from ._plan import (
@@ -37,6 +36,7 @@ from ._plan import (
     prompt_tokens,
     shares,
 )
+from ._tables import COLLAPSE_COLUMNS, PROXY_COLUMNS, collapse_rows, describe_collapse, proxy_rows
 
 
 @dataclass
@@ -162,7 +162,7 @@ def _collapse_section(step: CollapseStep, model: Any, folder: Path, section: Sec
     )
     section.parts += [
         h.heading(step.title, anchor=step.key),
-        h.paragraph(_describe(result)),
+        h.paragraph(describe_collapse(result)),
         _figure(fig, folder, step.key, caption, section),
         h.table(rows, COLLAPSE_COLUMNS),
         h.note(
@@ -176,55 +176,6 @@ def _collapse_section(step: CollapseStep, model: Any, folder: Path, section: Sec
     section.parts += h.views("collapse", result, family, model)
     if step.sweep:
         _sweep(result, folder, step.key, section)
-
-
-COLLAPSE_COLUMNS = [
-    "precision",
-    "epsilon",
-    "collapse k (bits)",
-    "collapse k (ε)",
-    "collapse k (argmax)",
-    "predicted k (1/ε)",
-    "fit slope",
-    "y_n L∞ at k_max",
-    "noise at k_max",
-    "heads L∞ at k_max",
-]
-
-
-def collapse_rows(result: CollapseResult) -> list[dict[str, Any]]:
-    """One row per precision: collapse lengths (three criteria), prediction, last distances."""
-    y = result.point_index()
-    rows = []
-    for p, precision in enumerate(result.precisions):
-        bits = result.collapse_length(precision, "bits")
-        eps = result.collapse_length(precision, "epsilon")
-        argmax = result.collapse_length(precision, "argmax")
-        rows.append(
-            {
-                "precision": precision,
-                "epsilon": get_format(result.formats[p]).epsilon,
-                "collapse k (bits)": bits.measured,
-                "collapse k (ε)": eps.measured,
-                "collapse k (argmax)": argmax.measured,
-                "predicted k (1/ε)": bits.predicted,
-                "fit slope": None if bits.fit is None else float(bits.fit.slope),
-                "y_n L∞ at k_max": float(result.metric()[p, -1, y]),
-                "noise at k_max": float(result.metric(of="noise")[p, -1, y]),
-                "heads L∞ at k_max": float(result.metric(of="head_distances")[p, -1, -1].mean()),
-            }
-        )
-    return rows
-
-
-def _describe(result: CollapseResult) -> str:
-    params = result.family_params
-    text = ", ".join(f"{k}={v!r}" for k, v in params.items() if k not in ("name",))
-    k0, k1 = result.lengths[0], result.lengths[-1]
-    return (
-        f"Family {result.family} ({text}); {len(result.lengths)} lengths from {k0} to {k1}; "
-        f"{result.passes} forward passes per precision ({result.mode} mode)."
-    )
 
 
 def _sweep(result: CollapseResult, folder: Path, key: str, section: Section) -> None:
@@ -330,34 +281,6 @@ def _trace_section(
     section.parts += h.views("flow", flow)
     if step.prompt == "count_ones":
         section.parts += h.views("attention", model, tokens[:, : min(n, 32)], adapter.n_layers)
-
-
-PROXY_COLUMNS = [
-    "proxy", "ρ full", "ρ frozen", "τ full", "first", "measured first", "holds", "slack median",
-]  # fmt: skip
-
-
-def proxy_rows(flow: Any) -> list[dict[str, Any]]:
-    """One row per proxy at y_n: rank agreement with the full and frozen measurements."""
-    table = flow.agreement()
-    at = table[table.point == flow.points[flow.point_index()]]
-    rows = []
-    for method in flow.proxy_methods:
-        mine = at[at.proxy == method].set_index("measure")
-        row: dict[str, Any] = {
-            "proxy": method,
-            "ρ full": float(mine.loc["full", "spearman"]),
-            "τ full": float(mine.loc["full", "kendall"]),
-            "first": float(mine.loc["full", "proxy_first"]),
-            "measured first": float(mine.loc["full", "measured_first"]),
-        }
-        if "frozen" in mine.index:
-            row["ρ frozen"] = float(mine.loc["frozen", "spearman"])
-            if "holds" in mine.columns and method == "certified":
-                row["holds"] = float(mine.loc["frozen", "holds"])
-                row["slack median"] = float(mine.loc["frozen", "slack_median"])
-        rows.append(row)
-    return rows
 
 
 # ---------------------------------------------------------------- behaviour
