@@ -24,9 +24,9 @@ from torch import Tensor
 
 from .. import _hooknames as names
 from .._types import Tokens
-from ..plotting import log_axes, style
 from ..results import Provenance, Result
 from ..results._describe import short_point
+from . import _flow_plots
 from ._path_result import PathResult
 from ._ranks import kendall, spearman
 from ._sensitivity_result import SensitivityResult
@@ -300,36 +300,15 @@ class FlowResult(Result):
                     rows.append(row)
         return pd.DataFrame(rows)
 
-    # ---------------------------------------------------------------- figures
+        # ---------------------------------------------------------------- figures
+
     def plot_profile(self, ax: Any = None, *, point: int | str | None = None, row: int = 0) -> Any:
         """Measurements and proxies over positions (each scaled to sum 1), log scale.
 
         Returns:
             The matplotlib Figure (the one the axes belong to, when given).
         """
-        import matplotlib.pyplot as plt
-
-        with style():
-            if ax is None:
-                _, ax = plt.subplots(figsize=(7, 3.5))
-            k = self.point_index(point)
-            x = range(self.sensitivity.shape[-1])
-            for which in self.measures:
-                values = self.measure(which)[row, k]
-                style_kw = {"linewidth": 2.2} if which == "full" else {"linewidth": 1.6}
-                ax.plot(x, _shares(values).numpy(), label=f"measured: {which}", **style_kw)
-            for p, method in enumerate(self.proxy_methods):
-                values = self.proxies[p, row, k]
-                ax.plot(x, _shares(values).numpy(), linestyle="--", label=f"proxy: {method}")
-            log_axes(ax)
-            ax.set_xlabel("input position i")
-            ax.set_ylabel("share of the total")
-            ax.set_title(
-                f"{_short(self.points[k])}: ρ({self.path_method}, full) = "
-                f"{float(self.spearman[row, k]):.2f}"
-            )
-            ax.legend(fontsize="small")
-            return ax.figure
+        return _flow_plots.profile(self, ax, point=point, row=row)
 
     def plot_heatmap(self, axes: Any = None, *, row: int = 0) -> Any:
         """Layer × position heatmaps (log10): full sensitivity and the first proxy.
@@ -337,24 +316,7 @@ class FlowResult(Result):
         Returns:
             The matplotlib Figure (the one the axes belong to, when given).
         """
-        import matplotlib.pyplot as plt
-
-        with style():
-            if axes is None:
-                _, axes = plt.subplots(1, 2, figsize=(11, 4))
-            tiny = torch.finfo(torch.float64).tiny
-            for ax, values, title in (
-                (axes[0], self.sensitivity[row], "log10 sensitivity"),
-                (axes[1], self.paths[row], f"log10 {self.path_method}"),
-            ):
-                image = ax.imshow(values.clamp_min(tiny).log10().numpy(), aspect="auto")
-                ax.set_yticks(range(len(self.points)), [_short(p) for p in self.points])
-                ax.set_xlabel("input position i")
-                ax.set_ylabel("output point")
-                ax.set_title(title)
-                ax.figure.colorbar(image, ax=ax)
-                ax.grid(False)  # no grid over an image
-            return axes[0].figure
+        return _flow_plots.heatmap(self, axes, row=row)
 
     def plot_agreement(self, ax: Any = None, *, measure: str = "full", row: int = 0) -> Any:
         """Spearman ρ of every proxy against one measurement, by depth.
@@ -362,22 +324,7 @@ class FlowResult(Result):
         Returns:
             The matplotlib Figure (the one the axes belong to, when given).
         """
-        import matplotlib.pyplot as plt
-
-        with style():
-            if ax is None:
-                _, ax = plt.subplots(figsize=(7, 3.5))
-            measured = self.measure(measure)[row]
-            for p, method in enumerate(self.proxy_methods):
-                rho = spearman(measured, self.proxies[p, row])
-                ax.plot(range(len(self.points)), rho.numpy(), marker="o", label=method)
-            ax.axhline(0.8, color="grey", linestyle=":", linewidth=1)
-            ax.set_xticks(range(len(self.points)), [_short(p) for p in self.points], rotation=90)
-            ax.set_ylim(-1.05, 1.05)
-            ax.set_ylabel(f"Spearman ρ vs {measure} sensitivity")
-            ax.set_title("which proxy ranks the positions like the measurement")
-            ax.legend(fontsize="small")
-            return ax.figure
+        return _flow_plots.agreement(self, ax, measure=measure, row=row)
 
     def plot_scatter(self, ax: Any = None, *, point: int | str | None = None, row: int = 0) -> Any:
         """The first proxy against measured sensitivity, log-log, one dot per position.
@@ -385,21 +332,7 @@ class FlowResult(Result):
         Returns:
             The matplotlib Figure (the one the axes belong to, when given).
         """
-        import matplotlib.pyplot as plt
-
-        with style():
-            if ax is None:
-                _, ax = plt.subplots(figsize=(4.5, 4.5))
-            k = self.point_index(point)
-            proxy = self.paths[row, k].numpy()
-            measured = self.sensitivity[row, k].numpy()
-            dots = ax.scatter(proxy, measured, c=range(len(measured)), cmap="viridis", s=12)
-            ax.figure.colorbar(dots, ax=ax, label="position")
-            log_axes(ax, x=True, y=True)
-            ax.set_xlabel(f"{self.path_method}")
-            ax.set_ylabel("measured sensitivity")
-            ax.set_title(f"{_short(self.points[k])}: Spearman {float(self.spearman[row, k]):.2f}")
-            return ax.figure
+        return _flow_plots.scatter(self, ax, point=point, row=row)
 
     def plot(self, *, point: int | str | None = None) -> Any:
         """Profiles, rank agreement by depth, heatmaps and scatter in one figure.
@@ -407,18 +340,7 @@ class FlowResult(Result):
         Returns:
             The matplotlib Figure.
         """
-        import matplotlib.pyplot as plt
-
-        with style():
-            fig = plt.figure(figsize=(13, 11))
-            grid = fig.add_gridspec(3, 3)
-            self.plot_profile(fig.add_subplot(grid[0, :2]), point=point)
-            self.plot_scatter(fig.add_subplot(grid[0, 2]), point=point)
-            self.plot_agreement(fig.add_subplot(grid[1, :]))
-            self.plot_heatmap([fig.add_subplot(grid[2, :2]), fig.add_subplot(grid[2, 2])])
-            fig.suptitle(self.provenance.model_name)
-            fig.tight_layout()
-            return fig
+        return _flow_plots.overview(self, point=point)
 
 
 def _proxy_rows(result: PathResult, points: tuple[str, ...], layers: list[int]) -> Values:
@@ -455,17 +377,6 @@ def _replace_extra(provenance: Provenance, extra: dict[str, Any]) -> Provenance:
     return replace(provenance, extra=extra)
 
 
-def _shares(values: Tensor) -> Tensor:
-    total = values.sum()
-    return values / total if float(total) > 0 else values
-
-
 def _first_share(values: Tensor) -> float:
     total = float(values.sum())
     return float(values[0]) / total if total > 0 else math.nan
-
-
-def _short(hook: str) -> str:
-    if hook == names.FINAL_NORM:
-        return "y_n"
-    return hook.replace("blocks.", "L").replace(".hook_", " ")
