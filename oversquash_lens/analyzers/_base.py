@@ -8,14 +8,16 @@ tensors alone (``compute`` never sees the model).
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
 
-from .._adapter import ModelAdapter
 from .._errors import IncompatibleRunError, RaggedBatchError
 from ..results import Provenance, Result
+
+if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
+    from .._adapter import ModelAdapter
 
 
 @dataclass

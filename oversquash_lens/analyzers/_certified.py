@@ -28,13 +28,12 @@ naming the component, instead of bounded wrongly.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .. import _hooknames as names
-from .._adapter import ModelAdapter
 from .._errors import UnsupportedArchitectureError
 from ..capture._hooks import probe_pass
 from . import _jacobian as jac
@@ -46,6 +45,9 @@ from ._certified_weights import (
     mlp_weight_norms,
 )
 from ._path_math import PathProduct, reduce_heads
+
+if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
+    from .._adapter import ModelAdapter
 
 # Relative deviation allowed when a recomputed quantity is compared with the run's. A
 # structural mismatch (another formula) deviates by O(1); rounding by far less, but a

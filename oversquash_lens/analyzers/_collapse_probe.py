@@ -9,14 +9,13 @@ the model produced them. Two kept representations are compared in float64
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Float64
 from torch import Tensor
 
 from .. import _hooknames as names
-from .._adapter import ModelAdapter
 from .._checks import require_int
 from .._types import Tokens
 from ..plotting import log_axes, precision_lines, style
@@ -25,6 +24,9 @@ from ..results import Provenance, Result
 from ..results._describe import short_point
 from ._base import Analyzer, RunRecord
 from ._collapse_math import METRICS, compare_in_format, distances, metric_index
+
+if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
+    from .._adapter import ModelAdapter
 
 HeadSpec = bool | int | Sequence[int]
 

@@ -11,13 +11,12 @@ import dataclasses
 import math
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .. import _hooknames as hooknames
-from .._adapter import ModelAdapter
 from .._checks import require_int
 from .._errors import IncompatibleRunError, UnsupportedArchitectureError
 from .._types import Pattern
@@ -36,6 +35,9 @@ from ._path_math import (
 )
 from ._path_result import PATH_METHODS, PathResult
 from ._proxies import FLOW_BUDGET, ValueStream, attention_flow
+
+if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
+    from .._adapter import ModelAdapter
 
 # Methods that combine the heads themselves (the ``heads`` option is for the others).
 OWN_HEADS = ("value", "flow", "certified")

@@ -1,17 +1,19 @@
 """ResidualNorms: the norm of one position's residual stream at every layer."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._adapter import ModelAdapter
 from .._checks import require_int, require_position
 from .._types import PointNorms, Residual, ResidualAtPos, Tokens
 from ..plotting import style
 from ..results import Provenance, Result
 from ..results._describe import short_point
 from ._base import Analyzer, RunRecord, as_float64, last_position
+
+if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
+    from .._adapter import ModelAdapter
 
 
 @dataclass

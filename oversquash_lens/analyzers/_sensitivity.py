@@ -15,12 +15,11 @@ each output point *with their graph*; ``compute`` runs the VJPs on that graph
 import dataclasses
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from .._adapter import ModelAdapter
 from .._checks import require_int, require_position
 from .._errors import IncompatibleRunError, PatternsUnavailableError
 from .._hooknames import EMBED, FINAL_NORM, pattern, resid_post, resid_pre
@@ -30,6 +29,9 @@ from ._base import Analyzer, RunRecord
 from ._sensitivity_result import METHODS, NORMS, SensitivityResult
 from ._split import check_split, freeze, freeze_second_half, split_tokens
 from ._split import split_result as split_result
+
+if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
+    from .._adapter import ModelAdapter
 
 WRT = {"resid_pre0": resid_pre(0), "embed": EMBED}
 ATTENTION = ("full", "frozen", "split")
