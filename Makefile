@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# The quick tier while editing (3-4 min here): the full suite minus the slow tests, the
+# The quick tier while editing (about 3 min here): the full suite minus the slow tests, the
 # browser, interrupt, property, tutorial and SmolLM2 end-to-end files. CI runs everything.
 FAST_IGNORE = $(addprefix --ignore=tests/,test_browser.py test_interrupts.py \
 	test_properties.py test_tutorials.py test_notebooks.py test_smollm2.py)
