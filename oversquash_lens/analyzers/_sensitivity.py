@@ -25,6 +25,7 @@ from .._errors import IncompatibleRunError, PatternsUnavailableError
 from .._hooknames import EMBED, FINAL_NORM, pattern, resid_post, resid_pre
 from .._probes import ignored_pattern_layers
 from . import _jacobian as jac
+from . import _jacobian_split as jac_split
 from ._base import Analyzer, RunRecord
 from ._sensitivity_result import METHODS, NORMS, SensitivityResult
 from ._split import check_split, freeze, freeze_second_half, split_tokens
@@ -333,7 +334,7 @@ class Sensitivity(Analyzer[SensitivityResult]):
         if self.attention == "split":
             if self.method == "power":
                 return self._split_power(h, x, generator, chunk)
-            vjp, batch, h = jac.paired_vjp(vjp, batch // 2), batch // 2, h[: batch // 2]
+            vjp, batch, h = jac_split.paired_vjp(vjp, batch // 2), batch // 2, h[: batch // 2]
         if self.method == "exact" and self.norm == "fro":
             norms = jac.frobenius_exact(vjp, batch=batch, d_out=d_out, like=h, chunk_size=chunk)
             return norms.cpu(), None
@@ -401,14 +402,14 @@ class Sensitivity(Analyzer[SensitivityResult]):
             def make() -> jac.JVP:
                 if not jvp:
                     jvp.append(jac.graph_jvp(h, x))
-                return jac.split_part(vjp, jvp[0], half, part)[1]
+                return jac_split.split_part(vjp, jvp[0], half, part)[1]
 
             return make
 
         parts = []
         for part in ("full", "frozen", "scores"):
             state = generator.get_state()
-            part_vjp = jac.split_part(vjp, vjp, half, part)[0]
+            part_vjp = jac_split.split_part(vjp, vjp, half, part)[0]
             sigma = self._power(part_vjp, make_jvp(part), half, x[:half], generator, chunk)
             parts.append(sigma)
             generator.set_state(state)  # the same starting vectors for every part

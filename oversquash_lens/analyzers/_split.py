@@ -3,7 +3,7 @@
 A *split* run is a doubled batch — the same tokens twice — whose second copy runs with
 every attention pattern held constant. One backward pass then gives the full Jacobian,
 the frozen-attention (value-path) Jacobian and their difference, the part that flows
-through the attention scores (``_jacobian.paired_vjp``).
+through the attention scores (``_jacobian_split.paired_vjp``).
 """
 
 import dataclasses
