@@ -15,28 +15,25 @@ from torch import Tensor
 from . import _hooknames as names
 from ._compat import Backend, backend_of, package_version, tl_version
 from ._errors import (
-    EmptySequenceError,
     InvalidTokensError,
     MissingHookError,
     PatternsUnavailableError,
-    PromptTooLongError,
     RaggedBatchError,
 )
 from ._probes import probe_causal
 from ._tensors import weights_digest
 from ._types import Tokens, TokensAnyBatch
 from .capture import active_precision, fired_hooks, hook_dict
-from .capture._guard import guarded
 from .capture._hooks import probe_ids
+from .capture._kernel import attention_kernel, eager_kernel
 from .models import ModelInfo, model_info
+from .models._tokens import check_token_ids, prompt_texts
 from .results import Provenance
 
 Prompt = str | Sequence[str] | Tensor
 
 # Probe results per model: (attention implementation, hook names that fired).
 _FIRED: "weakref.WeakKeyDictionary[Any, tuple[str, set[str]]]" = weakref.WeakKeyDictionary()
-# Dtypes token ids may come in (bool and uint8 would index like masks).
-_ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
 
 
 class ModelAdapter:
@@ -194,17 +191,7 @@ class ModelAdapter:
         return self.check_tokens(tokens)
 
     def _texts(self, prompt: Any) -> list[str]:
-        if isinstance(prompt, str):
-            texts = [prompt]
-        elif isinstance(prompt, list | tuple) and all(isinstance(t, str) for t in prompt):
-            texts = list(prompt)
-        else:
-            raise TypeError(
-                "a prompt is a string, a list of strings or a tensor of token ids, got "
-                f"{type(prompt).__name__}"
-            )
-        if not texts or any(t == "" for t in texts):
-            raise EmptySequenceError("empty prompt: give at least one token of text")
+        texts = prompt_texts(prompt)
         self.tokenizer  # noqa: B018 - raises with advice when the model has none
         return texts
 
@@ -224,30 +211,7 @@ class ModelAdapter:
             InvalidTokensError: For bool, uint8 or floating tensors (TransformerLens would
                 index with them as masks), and ids below 0 or beyond the vocabulary.
         """
-        if tokens.dtype not in _ID_DTYPES:
-            raise InvalidTokensError(
-                f"token ids must be an integer tensor (int64 or int32), got {tokens.dtype}"
-                + (
-                    ": a bool or uint8 tensor would index like a mask; convert with .long()"
-                    if tokens.dtype in (torch.bool, torch.uint8)
-                    else ""
-                )
-            )
-        if tokens.numel() == 0 or tokens.shape[-1] == 0:
-            raise EmptySequenceError("empty sequence: the prompt has no tokens")
-        if tokens.shape[-1] > self.n_ctx:
-            raise PromptTooLongError(
-                f"the prompt has {tokens.shape[-1]} tokens but {self.info.name} has a context "
-                f"window of n_ctx={self.n_ctx}; shorten it (or choose shorter lengths)"
-            )
-        low, high = int(tokens.min()), int(tokens.max())
-        if low < 0 or high >= self.d_vocab:
-            bad = low if low < 0 else high
-            raise InvalidTokensError(
-                f"token id {bad} is outside the vocabulary of {self.info.name} (ids 0.."
-                f"{self.d_vocab - 1}); check the tokenizer the ids came from"
-            )
-        return tokens.long()
+        return check_token_ids(tokens, n_ctx=self.n_ctx, d_vocab=self.d_vocab, name=self.info.name)
 
     def to_str_tokens(self, tokens: TokensAnyBatch) -> list[str]:
         """Token strings for one sequence of ids (``"#id"`` for a model without tokenizer)."""
@@ -355,10 +319,7 @@ class ModelAdapter:
 
         A bridge reports its Hugging Face model's setting.
         """
-        if self.backend == "hooked":
-            return "eager"
-        config = getattr(getattr(self.model, "original_model", None), "config", None)
-        return str(getattr(config, "_attn_implementation", None) or "unknown")
+        return "eager" if self.backend == "hooked" else attention_kernel(self.model)
 
     @contextmanager
     def eager_attention(self) -> Iterator[None]:
@@ -382,28 +343,7 @@ class ModelAdapter:
         if self.backend == "hooked" or previous == "eager":
             yield
             return
-        hf_model = getattr(self.model, "original_model", None)
-        switch = getattr(hf_model, "set_attn_implementation", None)
-        if switch is None:
-            raise PatternsUnavailableError(
-                f"{self.info.name} uses {previous} attention, which never materializes "
-                "attention patterns, and cannot be switched to eager; reload the Hugging "
-                "Face model with attn_implementation='eager'"
-            )
-
-        def restore() -> None:
-            if self.attention_implementation != previous:
-                switch(previous)
-
-        with guarded(restore):
-            try:
-                switch("eager")
-            except (AttributeError, ValueError) as exc:
-                raise PatternsUnavailableError(
-                    f"{self.info.name} uses {previous} attention, which never materializes "
-                    f"attention patterns, and switching it to eager failed ({exc}); reload "
-                    "the Hugging Face model with attn_implementation='eager'"
-                ) from exc
+        with eager_kernel(self.model, self.info.name, previous):
             yield
 
     def ensure_patterns(self) -> None:

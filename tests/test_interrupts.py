@@ -27,10 +27,11 @@ from .helpers import hook_registry, state_of
 
 PACKAGE = Path(osl.__file__).parent
 # The modules whose lines are interrupted: every context manager that changes a model.
-TRACED = {
-    PACKAGE / "capture" / name
-    for name in ("_guard.py", "_hooks.py", "_precision.py", "_runs.py", "_state.py")
-} | {PACKAGE / "_adapter.py", PACKAGE / "_attach.py"}
+TRACED = {p for p in (PACKAGE / "capture").glob("_*.py") if p.name != "__init__.py"} | {
+    PACKAGE / "_adapter.py",
+    PACKAGE / "_attach.py",
+}
+assert PACKAGE / "capture" / "_kernel.py" in TRACED  # the attention-kernel switch
 TRACED_NAMES = {str(p) for p in TRACED}
 
 
