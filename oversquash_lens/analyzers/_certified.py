@@ -39,10 +39,15 @@ from ..capture._hooks import probe_pass
 from . import _jacobian as jac
 from ._certified_weights import (
     MLP_BOUNDS,
+    Refused,
     activations,
+    block_weight,
     cached,
+    call,
     head_value_output_norms,
+    mlp_sub_block,
     mlp_weight_norms,
+    required,
 )
 from ._path_math import PathProduct, reduce_heads
 
@@ -97,7 +102,7 @@ class CertifiedStream:
         self.parallel = bool(getattr(a.cfg, "parallel_attn_mlp", False))
         self.blocks = [model.blocks[layer] for layer in range(self.n_layers)]
         self.head_norms = cached(model, "heads", lambda: torch.stack([
-            head_value_output_norms(_weight(b, "attn", "W_V"), _weight(b, "attn", "W_O"),
+            head_value_output_norms(block_weight(b, "attn", "W_V"), block_weight(b, "attn", "W_O"),
                                     self.n_heads)
             for b in self.blocks
         ]))  # fmt: skip
@@ -105,7 +110,7 @@ class CertifiedStream:
             raise ValueError(f"mlp must be one of {MLP_BOUNDS}, got {self.mlp!r}")
         available = a.fired_hooks()
         self.has_mid = [names.resid_mid(i) in available for i in range(self.n_layers)]
-        self.has_mlp = [_mlp_sub_block(block) is not None for block in self.blocks]
+        self.has_mlp = [mlp_sub_block(block) is not None for block in self.blocks]
         self.gated = [names.mlp_pre_linear(i) in available for i in range(self.n_layers)]
         if self.mlp == "lipschitz":
             self._lipschitz_setup(model, available)
@@ -139,7 +144,7 @@ class CertifiedStream:
         try:
             with torch.enable_grad(), probe_pass(self.adapter.model):
                 return self._see(name, activation.detach())
-        except _Refused as refused:
+        except Refused as refused:
             self.refusal = str(refused)
             self._layer, self._last = _Layer(), None
             self._product.clear()
@@ -157,12 +162,12 @@ class CertifiedStream:
                 self._product.clear()
             norm = getattr(block, "ln1", None)
             if not isinstance(norm, torch.nn.Module):
-                raise _Refused(f"block {layer} has no first norm module (ln1) to measure")
+                raise Refused(f"block {layer} has no first norm module (ln1) to measure")
             # The values are checked against this recomputation (hook_v), which checks it.
-            self._layer = _Layer(x=act, normalized=_call(norm, act), rho=self._spectral(norm, act))
+            self._layer = _Layer(x=act, normalized=call(norm, act), rho=self._spectral(norm, act))
             return empty
         if name == names.v(layer):
-            expected = self._values(layer, _required(state.normalized), act.shape[2])
+            expected = self._values(layer, required(state.normalized), act.shape[2])
             state.values = self._check("the attention values (hook_v)", layer, expected, act)
             return empty
         if name == names.pattern(layer):
@@ -171,14 +176,14 @@ class CertifiedStream:
             self._check(
                 "the head outputs (hook_z = pattern · values)", layer, state.z_expected, act
             )
-            w_o, b_o = _weight(block, "attn", "W_O"), _weight(block, "attn", "b_O", None)
+            w_o, b_o = block_weight(block, "attn", "W_O"), block_weight(block, "attn", "b_O", None)
             raw = torch.einsum("bqhd,hdm->bqm", act, w_o.to(act.dtype))
             state.attn_raw = raw if b_o is None else raw + b_o.to(act.dtype)
             return empty
         if name == names.attn_out(layer):
             return self._attention_out(layer, block, act)
         if name == names.resid_mid(layer):
-            expected = _required(state.x) + _required(state.contribution)
+            expected = required(state.x) + required(state.contribution)
             state.mid = self._check("the residual sum after attention", layer, expected, act)
             return empty
         if name == names.resid_post(layer):
@@ -191,7 +196,7 @@ class CertifiedStream:
     # ------------------------------------------------------------------ pieces
     def _values(self, layer: int, normalized: Tensor, value_heads: int) -> Tensor:
         block = self.blocks[layer]
-        w_v, b_v = _weight(block, "attn", "W_V"), _weight(block, "attn", "b_V", None)
+        w_v, b_v = block_weight(block, "attn", "W_V"), block_weight(block, "attn", "b_V", None)
         if b_v is None:
             b_v = torch.zeros(w_v.shape[::2])
         if w_v.shape[0] != value_heads:  # W_V per query head, hook_v per KV head
@@ -203,18 +208,18 @@ class CertifiedStream:
     def _pattern(self, layer: int, pattern: Tensor) -> Tensor:
         state = self._layer
         if pattern.shape[-1] != pattern.shape[-2]:
-            raise _Refused("a KV-cached step (fewer queries than keys) cannot be bounded")
-        values = _required(state.values)
+            raise Refused("a KV-cached step (fewer queries than keys) cannot be bounded")
+        values = required(state.values)
         group = self.n_heads // values.shape[2]
         expanded = values.repeat_interleave(group, dim=2)  # [batch, key, head, d_head]
         state.z_expected = torch.einsum("bhqk,bkhd->bqhd", pattern.to(expanded.dtype), expanded)
         weighted = reduce_heads(pattern, weights=self.head_norms[layer])
-        state.weighted = weighted.mul_(_required(state.rho).to(weighted.device)[:, None, :])
+        state.weighted = weighted.mul_(required(state.rho).to(weighted.device)[:, None, :])
         return torch.empty(0)
 
     def _attention_out(self, layer: int, block: Any, act: Tensor) -> Tensor:
         state = self._layer
-        raw = _required(state.attn_raw)
+        raw = required(state.attn_raw)
         post = getattr(block, "ln1_post", None)
         if post is None:
             state.contribution = self._check("the attention output (Σ_h z_h W_O^h + b_O)",
@@ -222,29 +227,29 @@ class CertifiedStream:
             state.post = _ones(raw)
         else:
             state.contribution = self._check(
-                "the post-attention norm (ln1_post)", layer, _call(post, raw), act
+                "the post-attention norm (ln1_post)", layer, call(post, raw), act
             )
             state.post = self._spectral(post, raw)
         return torch.empty(0)
 
     def _block_end(self, layer: int, block: Any, act: Tensor) -> Tensor:
         state = self._layer
-        x, weighted = _required(state.x), _required(state.weighted)
+        x, weighted = required(state.x), required(state.weighted)
         start = x if self.parallel else (state.mid if state.mid is not None else None)
-        sub = _mlp_sub_block(block)
+        sub = mlp_sub_block(block)
         if start is None or sub is None:  # attention only: v' = v + attention
-            expected, mlp_norm = x + _required(state.contribution), _ones(x)
+            expected, mlp_norm = x + required(state.contribution), _ones(x)
         elif self.mlp == "lipschitz":
-            expected = x + _required(state.contribution) if self.parallel else start
-            expected = expected + _required(state.mlp.get("hook_mlp_out"))
+            expected = x + required(state.contribution) if self.parallel else start
+            expected = expected + required(state.mlp.get("hook_mlp_out"))
             mlp_norm = self._lipschitz(layer, block, start)
         else:
-            expected = (x + _required(state.contribution) if self.parallel else start) + _call(
+            expected = (x + required(state.contribution) if self.parallel else start) + call(
                 sub, start
             )
             mlp_norm = self._spectral(sub, start, identity=True)
         self._check("the block output (residual + MLP)", layer, expected, act)
-        matrix = weighted * _required(state.post).to(weighted.device)[:, :, None]
+        matrix = weighted * required(state.post).to(weighted.device)[:, :, None]
         mlp_norm = mlp_norm.to(matrix.device, torch.float64)
         if self.parallel:
             matrix.diagonal(dim1=-2, dim2=-1).add_(mlp_norm)
@@ -260,11 +265,11 @@ class CertifiedStream:
     def _final(self, act: Tensor) -> Tensor:
         last = self._last
         if last is None:
-            raise _Refused("the final norm fired before the last block ended")
+            raise Refused("the final norm fired before the last block ended")
         norm = getattr(self.adapter.model, "ln_final", None)
         if not isinstance(norm, torch.nn.Module):
             return torch.ones(act.shape[0], dtype=torch.float64)
-        self._check("the final norm (ln_final)", self.n_layers, _call(norm, last), act[:, -1:])
+        self._check("the final norm (ln_final)", self.n_layers, call(norm, last), act[:, -1:])
         return self._spectral(norm, last)[:, 0]
 
     # ------------------------------------------------------------------ the MLP, closed form
@@ -294,18 +299,18 @@ class CertifiedStream:
         """``1 + p2·‖W_out‖·max_k c_k·‖W_in‖·ρ2 ≥ ‖I + J_f‖`` at every position."""
         parts, act = self._layer.mlp, self.activation
         assert act is not None
-        w_in, w_out = _weight(block, "mlp", "W_in"), _weight(block, "mlp", "W_out")
-        pre, post = _required(parts.get("hook_pre")), _required(parts.get("hook_post"))
+        w_in, w_out = block_weight(block, "mlp", "W_in"), block_weight(block, "mlp", "W_out")
+        pre, post = required(parts.get("hook_pre")), required(parts.get("hook_post"))
         ln2 = getattr(block, "ln2", None)
         norm = ln2 if isinstance(ln2, torch.nn.Module) else (lambda t: t)
-        u = _call(norm, start)  # the checks run in the model's dtype; bounds in float64
+        u = call(norm, start)  # the checks run in the model's dtype; bounds in float64
         leaf = pre.detach().to(torch.float64).requires_grad_(True)
         value = act(leaf)
         (slope,) = torch.autograd.grad(value.sum(), leaf)  # φ' elementwise
         value = value.detach()
         if self.gated[layer]:
-            w_gate = _weight(block, "mlp", "W_gate")
-            linear = _required(parts.get("hook_pre_linear"))
+            w_gate = block_weight(block, "mlp", "W_gate")
+            linear = required(parts.get("hook_pre_linear"))
             self._constant_offset("the gate (hook_pre = ln2(z)·W_gate)", layer, pre,
                                   u @ w_gate.to(u))  # fmt: skip
             self._constant_offset("the linear branch (ln2(z)·W_in)", layer, linear,
@@ -319,13 +324,13 @@ class CertifiedStream:
             self._check("the activation (hook_post = φ(hook_pre))", layer, value, post)
             scale = slope.abs().amax(-1)
         raw = post @ w_out.to(post)
-        b_out = _weight(block, "mlp", "b_out", None)
+        b_out = block_weight(block, "mlp", "b_out", None)
         if b_out is not None:
             raw = raw + b_out.to(raw)
         ln2_post = getattr(block, "ln2_post", None)
-        mlp_out = _required(parts.get("hook_mlp_out"))
+        mlp_out = required(parts.get("hook_mlp_out"))
         if isinstance(ln2_post, torch.nn.Module):
-            self._check("the post-MLP norm (ln2_post)", layer, _call(ln2_post, raw.to(mlp_out)),
+            self._check("the post-MLP norm (ln2_post)", layer, call(ln2_post, raw.to(mlp_out)),
                         mlp_out)  # fmt: skip
             post_norm = self._spectral(ln2_post, raw.to(mlp_out))
         else:
@@ -364,20 +369,20 @@ class CertifiedStream:
     def _check(self, component: str, layer: int, expected: Any, got: Tensor) -> Tensor:
         """``got`` if it equals ``expected`` within the dtype's rounding, else refuse."""
         if expected is None:
-            raise _Refused(
+            raise Refused(
                 f"cannot certify {component} of layer {layer}: it fired before the hook "
                 "points it is computed from (an attention implemented apart from its hooks)"
             )
         expected = expected.to(got.dtype)
         if expected.shape != got.shape:
-            raise _Refused(
+            raise Refused(
                 f"cannot certify {component} of layer {layer}: expected shape "
                 f"{tuple(expected.shape)}, the model gave {tuple(got.shape)}"
             )
         scale = float(got.abs().max()) or 1.0
         deviation = float((expected - got).abs().max())
         if deviation > CHECK_RTOL.get(got.dtype, 1e-4) * scale:
-            raise _Refused(
+            raise Refused(
                 f"cannot certify {component} of layer {layer}: recomputing it as the bound's "
                 f"derivation assumes gives a different value (max deviation {deviation:.3g} "
                 f"of {scale:.3g}); this architecture is outside what the bound covers"
@@ -385,19 +390,9 @@ class CertifiedStream:
         return got
 
 
-class _Refused(Exception):
-    """A block the certified bound does not cover (message names the component)."""
-
-
 def _layer_of(name: str) -> int | None:
     parts = name.split(".")
     return int(parts[1]) if parts[0] == "blocks" else None
-
-
-def _required(value: Tensor | None) -> Tensor:
-    if value is None:
-        raise _Refused("a hook point the bound needs did not fire before the next one")
-    return value
 
 
 def _ones(x: Tensor) -> Tensor:
@@ -406,44 +401,3 @@ def _ones(x: Tensor) -> Tensor:
 
 def _zeros(x: Tensor) -> Tensor:
     return torch.zeros(x.shape[:2], dtype=torch.float64)
-
-
-def _call(module: Callable[[Tensor], Tensor], x: Any) -> Tensor:
-    with torch.no_grad():
-        return module(_required(x))
-
-
-_MISSING = object()
-
-
-def _weight(block: Any, part: str, name: str, default: Any = _MISSING) -> Any:
-    """One block's own weight (``block.attn.W_V``, ``block.mlp.W_in``...), never a stack.
-
-    A model-level ``model.W_in`` stacks every layer into a new tensor (a copy of all the
-    MLP weights); per block they are the parameters themselves. Biases a layer does not
-    have come back as ``default``.
-    """
-    try:
-        value = getattr(getattr(block, part), name)
-    except (AttributeError, TypeError):
-        value = None
-    if isinstance(value, Tensor):
-        return value.detach()
-    if default is _MISSING:
-        raise _Refused(f"block has no {part}.{name} to bound")
-    return default
-
-
-def _mlp_sub_block(block: Any) -> Callable[[Tensor], Tensor] | None:
-    """``z ↦ [ln2_post](mlp(ln2(z)))``: what the MLP adds to the residual stream."""
-    mlp, ln2 = getattr(block, "mlp", None), getattr(block, "ln2", None)
-    if not isinstance(mlp, torch.nn.Module):
-        return None
-    post = getattr(block, "ln2_post", None)
-    pre = ln2 if isinstance(ln2, torch.nn.Module) else (lambda t: t)
-
-    def sub(z: Tensor) -> Tensor:
-        out = mlp(pre(z))
-        return post(out) if isinstance(post, torch.nn.Module) else out
-
-    return sub

@@ -1,4 +1,4 @@
-"""Weight constants of the certified bound: exact spectral norms, computed once per model.
+"""The certified bound's weight constants (exact, once per model) and the block parts it reads.
 
 ``s_h = ‖W_V^h W_O^h‖₂`` per head and the MLP's ``‖W_out‖₂`` and ``‖[W_gate W_in]‖₂`` per
 layer depend on the weights alone. They are exact (small QR/SVD, or the eigenvalues of
@@ -94,3 +94,57 @@ def spectral_norms(weights: Tensor) -> Tensor:
     w = weights.to(torch.float64)
     small = w @ w.transpose(-1, -2) if w.shape[-2] <= w.shape[-1] else w.transpose(-1, -2) @ w
     return torch.linalg.eigvalsh(small)[..., -1].clamp_min(0).sqrt()
+
+
+# ---------------------------------------------------------------- a block's parts
+class Refused(Exception):
+    """A block the certified bound does not cover (message names the component)."""
+
+
+def required(value: Tensor | None) -> Tensor:
+    """``value``, or :class:`Refused` when the hook point that gives it has not fired."""
+    if value is None:
+        raise Refused("a hook point the bound needs did not fire before the next one")
+    return value
+
+
+def call(module: Callable[[Tensor], Tensor], x: Any) -> Tensor:
+    """``module(x)`` without a graph, once ``x`` is there (see :func:`required`)."""
+    with torch.no_grad():
+        return module(required(x))
+
+
+_MISSING = object()
+
+
+def block_weight(block: Any, part: str, name: str, default: Any = _MISSING) -> Any:
+    """One block's own weight (``block.attn.W_V``, ``block.mlp.W_in``...), never a stack.
+
+    A model-level ``model.W_in`` stacks every layer into a new tensor (a copy of all the
+    MLP weights); per block they are the parameters themselves. Biases a layer does not
+    have come back as ``default``.
+    """
+    try:
+        value = getattr(getattr(block, part), name)
+    except (AttributeError, TypeError):
+        value = None
+    if isinstance(value, Tensor):
+        return value.detach()
+    if default is _MISSING:
+        raise Refused(f"block has no {part}.{name} to bound")
+    return default
+
+
+def mlp_sub_block(block: Any) -> Callable[[Tensor], Tensor] | None:
+    """``z ↦ [ln2_post](mlp(ln2(z)))``: what the MLP adds to the residual stream."""
+    mlp, ln2 = getattr(block, "mlp", None), getattr(block, "ln2", None)
+    if not isinstance(mlp, torch.nn.Module):
+        return None
+    post = getattr(block, "ln2_post", None)
+    pre = ln2 if isinstance(ln2, torch.nn.Module) else (lambda t: t)
+
+    def sub(z: Tensor) -> Tensor:
+        out = mlp(pre(z))
+        return post(out) if isinstance(post, torch.nn.Module) else out
+
+    return sub
