@@ -41,7 +41,7 @@ import torch
 import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
 from oversquash_lens._sensitivity import sensitivity
-from oversquash_lens.analyzers._sensitivity import auto_chunk
+from oversquash_lens.analyzers._vjp_budget import auto_chunk
 from oversquash_lens.results import atomic_write_bytes
 
 GENERIC_CHUNK = 64  # jacrev / is_grads_batched chunk (fastest on SmolLM2, seq 64, CPU)

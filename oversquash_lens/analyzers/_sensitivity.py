@@ -30,6 +30,7 @@ from ._base import Analyzer, RunRecord
 from ._sensitivity_result import METHODS, NORMS, SensitivityResult
 from ._split import check_split, freeze, freeze_second_half, split_tokens
 from ._split import split_result as split_result
+from ._vjp_budget import auto_chunk
 
 if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
     from .._adapter import ModelAdapter
@@ -38,14 +39,6 @@ WRT = {"resid_pre0": resid_pre(0), "embed": EMBED}
 ATTENTION = ("full", "frozen", "split")
 _FREED = "__sensitivity_graph_freed__"  # marks a run whose graph compute() released
 
-# Cotangents per batched backward pass (one vmapped backward, is_grads_batched): as many
-# as fit in the memory budget, at most MAX_CHUNK. On this project's 2-core CPU
-# (benchmarks/bench_sensitivity.py, SmolLM2-135M, y_n at 64 tokens) a chunk of 8..32 took
-# 107 s for the 576 VJPs, 64 took 116 s, a loop of plain backward passes 136 s. On a GPU
-# larger batches keep the device busy (not measured: this work had no GPU).
-# CPU budget: 1 GiB; CUDA: half the free memory.
-MAX_CHUNK = {"cpu": 32, "cuda": 256}
-CPU_BUDGET = 1024**3
 # Largest Jacobian stack [batch, pos, d_out, d_in] that exact spectral norms may build.
 MAX_BLOCKS_BYTES = 2 * 1024**3
 
@@ -419,29 +412,3 @@ class Sensitivity(Analyzer[SensitivityResult]):
 def _point_seed(seed: int, point: str) -> int:
     """A seed per output point, so a layer's probes do not depend on the other layers."""
     return (seed * 1_000_003 + zlib.crc32(point.encode())) % 2**63
-
-
-def auto_chunk(x: Tensor, memory_budget: int | None = None) -> int:
-    """VJPs per batched backward pass for this input, device and memory budget.
-
-    One VJP's backward holds, per batch row, about ``64·d_model`` values per position
-    (MLP and attention intermediates and their gradients) plus attention-score gradients
-    ``~4·n_heads·pos`` per position (``n_heads`` guessed as ``d_model/64``): calibrated on
-    SmolLM2-135M at 256 tokens (42 MB per VJP measured, 47 MB estimated).
-
-    Example:
-        >>> import torch
-        >>> auto_chunk(torch.zeros(1, 64, 576)), auto_chunk(torch.zeros(1, 4096, 576))
-        (32, 1)
-    """
-    device = x.device.type
-    batch, pos, d_model = x.shape
-    per_vjp = x.element_size() * batch * pos * (64 * d_model + pos * max(d_model // 16, 1))
-    if memory_budget is None:
-        if device == "cuda":
-            free, _ = torch.cuda.mem_get_info(x.device)
-            memory_budget = free // 2
-        else:
-            memory_budget = CPU_BUDGET
-    cap = MAX_CHUNK.get(device, MAX_CHUNK["cpu"])
-    return int(max(1, min(cap, memory_budget // max(per_vjp, 1))))
