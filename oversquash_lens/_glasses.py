@@ -10,11 +10,9 @@ separators that keep every pair apart. No distance or Jacobian is re-implemented
 """
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -32,81 +30,10 @@ from ._progress import progress_bar
 from ._run_precision import parse_precision, precision_context
 from ._sensitivity import sensitivity as _sensitivity
 from .tasks import Task, TaskLike
-from .tasks._base import Lengths, SequenceFamily, SequencePair, check_lengths
+from .tasks._base import check_lengths
+from .tasks._pairs import TaskPairs, distinct_instances, task_name, task_params, token_kwargs
 
 SENSITIVITY_METHODS = ("hutchinson", "exact", "none")
-
-
-# ---------------------------------------------------------------------- task plumbing
-def _task_name(task: TaskLike) -> str:
-    return str(getattr(task, "name", type(task).__name__))
-
-
-def _task_params(task: TaskLike) -> dict[str, Any]:
-    if dataclasses.is_dataclass(task) and not isinstance(task, type):
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(task):
-            value = getattr(task, f.name)
-            ok = value is None or isinstance(value, (str, int, float, bool))
-            out[f.name] = value if ok else repr(value)
-        return out
-    return {"repr": repr(task)}
-
-
-def _accepts(method: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _token_kwargs(method: Any, chat: bool | None, prepend_bos: bool | None) -> dict[str, Any]:
-    """``chat`` / ``prepend_bos`` keywords for a task method, the ones that are set."""
-    out: dict[str, Any] = {}
-    for name, value in (("chat", chat), ("prepend_bos", prepend_bos)):
-        if value is None:
-            continue
-        if not _accepts(method, name):
-            raise TypeError(f"{method.__qualname__} takes no {name}: cannot apply {name}={value}")
-        out[name] = value
-    return out
-
-
-@dataclass(frozen=True, eq=False)
-class TaskPairs(SequenceFamily):
-    """A task's instances with k and k + 1 items, as a collapse family.
-
-    Uses ``task.pair(model, k, chat=..., prepend_bos=...)`` (deterministic tasks).
-    """
-
-    task: TaskLike
-    prepend_bos: bool | None = None
-    chat: bool | None = None
-    name: ClassVar[str] = "task"
-
-    def pairs(self, model: Any, lengths: Lengths | None = None) -> list[SequencePair]:
-        """The task's pair at each length (see ``task.pair``)."""
-        ks = check_lengths([1] if lengths is None else lengths, 0)
-        extra = _token_kwargs(self.task.pair, self.chat, self.prepend_bos)
-        return [self.task.pair(model, k, **extra) for k in ks]
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-able parameters."""
-        return {
-            "family": self.name,
-            "task": _task_name(self.task),
-            "params": _task_params(self.task),
-            "prepend_bos": self.prepend_bos,
-            "chat": self.chat,
-        }
-
-
-def _distinct_instances(task: TaskLike, k: int, samples: int) -> list[Any]:
-    seen: dict[str, Any] = {}
-    for s in range(max(samples, 1)):
-        inst = task.instance(k, s)
-        seen.setdefault(str(inst.text), inst)
-    return list(seen.values())
 
 
 def _sensitivity_row(
@@ -121,9 +48,9 @@ def _sensitivity_row(
 ) -> tuple[int, float, float, float, float]:
     """(relevant position of sample 0, its norm, its share, share of all items, stderr)."""
     relevant, norms, shares, items, errors = -1, [], [], [], []
-    for index, inst in enumerate(_distinct_instances(task, k, samples)):
-        tokens = task.tokens(model, inst, **_token_kwargs(task.tokens, chat, variant.prepend_bos))
-        kwargs = _token_kwargs(task.item_positions, chat, variant.prepend_bos)
+    for index, inst in enumerate(distinct_instances(task, k, samples)):
+        tokens = task.tokens(model, inst, **token_kwargs(task.tokens, chat, variant.prepend_bos))
+        kwargs = token_kwargs(task.item_positions, chat, variant.prepend_bos)
         positions = [int(p) for p in task.item_positions(model, inst, **kwargs)]
         result = _sensitivity(
             model, tokens.reshape(1, -1), method=method, probes=probes, layers="final"
@@ -157,9 +84,9 @@ def _accuracy(
     samples: int,
 ) -> list[float]:
     # Greedy answers to the same prompt repeat: a deterministic task needs one sample.
-    distinct = len(_distinct_instances(task, lengths[-1], samples))
+    distinct = len(distinct_instances(task, lengths[-1], samples))
     kwargs: dict[str, Any] = {"samples": samples if distinct > 1 else 1, "progress": False}
-    kwargs.update(_token_kwargs(behaviour, chat, variant.prepend_bos))
+    kwargs.update(token_kwargs(behaviour, chat, variant.prepend_bos))
     table = behaviour(model, task, lengths, **kwargs).accuracy()
     by_k = dict(zip(table["k"].tolist(), table["accuracy"].tolist(), strict=True))
     return [float(by_k.get(k, math.nan)) for k in lengths]
@@ -284,7 +211,7 @@ def compare_glasses(
     out["argmax_equal"] = torch.full(shape, -1, dtype=torch.long)
     out["relevant_position"] = torch.full(shape, -1, dtype=torch.long)
     steps = len(parsed) * (1 + (sensitivity != "none") * len(ks) + behaviour)
-    bar = progress_bar(total=steps, disable=not progress, desc=f"glasses {_task_name(task)}")
+    bar = progress_bar(total=steps, disable=not progress, desc=f"glasses {task_name(task)}")
     for v, (variant, vtask, setting) in enumerate(zip(parsed, tasks, settings, strict=True)):
         bar.set_postfix_str(variant.label)
         rows = _collapse_rows(model, vtask, ks, variant, chat, setting.label)
@@ -311,8 +238,8 @@ def compare_glasses(
                 bar.update(1)
     bar.close()
     return GlassesResult(
-        task=_task_name(task),
-        task_params=_task_params(task),
+        task=task_name(task),
+        task_params=task_params(task),
         variants=tuple(labels),
         variant_specs=tuple(v.describe() for v in parsed),
         precisions=tuple(s.label for s in settings),
@@ -323,7 +250,7 @@ def compare_glasses(
         provenance=adapter.provenance(
             precision=", ".join(sorted({s.label for s in settings})),
             extra={
-                "task": _task_params(task),
+                "task": task_params(task),
                 "variants": [v.describe() for v in parsed],
                 "chat": chat,
             },
@@ -408,7 +335,7 @@ def separator_search(
         found = _collapse_rows(model, vtask, ks, variant, chat, setting.label)
         if found is None:
             raise ValueError(
-                f"task {_task_name(task)!r} has no deterministic pair k vs k+1 to compare"
+                f"task {task_name(task)!r} has no deterministic pair k vs k+1 to compare"
             )
         rows.append(found)
     linf = torch.stack([r["linf"] for r in rows])
@@ -416,8 +343,8 @@ def separator_search(
     apart = linf >= eps if criterion == "epsilon" else ~equal
     keeping = [m for m, ok in zip(ms, apart.all(-1).tolist(), strict=True) if ok]
     return SeparatorSearch(
-        task=_task_name(task),
-        task_params=_task_params(task),
+        task=task_name(task),
+        task_params=task_params(task),
         precision=setting.label,
         criterion=criterion,
         group=group,
@@ -431,6 +358,6 @@ def separator_search(
         best=max(keeping) if keeping else None,
         provenance=adapter.provenance(
             precision=setting.label,
-            extra={"task": _task_params(task), "prepend_bos": prepend_bos, "chat": chat},
+            extra={"task": task_params(task), "prepend_bos": prepend_bos, "chat": chat},
         ),
     )
