@@ -20,7 +20,7 @@ import torch
 import oversquash_lens as osl
 from oversquash_lens import render
 from oversquash_lens.analyzers._collapse_probe import PairComparison
-from oversquash_lens.render import _page
+from oversquash_lens.render import _bundle, _page
 
 from .conftest import BACKENDS
 from .helpers import hook_registry, leftover_hooks, state_of
@@ -104,7 +104,7 @@ def components(view: render.Rendered) -> list[render.Component]:
 def normalized(text: str) -> str:
     """The page with the bundle and the circuitsvis version replaced by placeholders."""
     text = text.replace(render.bundle(), "/* circuitsvis bundle */")
-    return text.replace(f"circuitsvis {_page.circuitsvis_version()} bundle", "circuitsvis bundle")
+    return text.replace(f"circuitsvis {_bundle.circuitsvis_version()} bundle", "circuitsvis bundle")
 
 
 def check_snapshot(name: str, text: str) -> None:
@@ -154,7 +154,7 @@ def test_no_network_references(load: Any) -> None:
 
 
 def test_bundle_is_script_safe() -> None:
-    raw = _page.bundle_path().read_text(encoding="utf-8")
+    raw = _bundle.bundle_path().read_text(encoding="utf-8")
     safe = render.bundle()
     assert not re.search(r"</script", safe, re.I) and "<!--" not in safe
     # only the "</script" inside strings changed: one backslash per occurrence
@@ -163,13 +163,13 @@ def test_bundle_is_script_safe() -> None:
 
 
 def test_missing_bundle_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
-    _page.bundle_path.cache_clear()
-    monkeypatch.setattr(_page.importlib.util, "find_spec", lambda name: None)
+    _bundle.bundle_path.cache_clear()
+    monkeypatch.setattr(_bundle.importlib.util, "find_spec", lambda name: None)
     try:
         with pytest.raises(osl.BackendUnavailableError, match="pip install circuitsvis"):
-            _page.bundle_path()
+            _bundle.bundle_path()
     finally:
-        _page.bundle_path.cache_clear()
+        _bundle.bundle_path.cache_clear()
 
 
 # ---------------------------------------------------------------------- escaping

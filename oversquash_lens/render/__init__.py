@@ -16,6 +16,8 @@ from ..plotting import precision_lines as precision_lines
 from ..plotting import save_figure as save_figure
 from ..plotting import style as style
 from ._attention import attention_heads as attention_heads
+from ._bundle import bundle as bundle
+from ._bundle import notebook_bundle as notebook_bundle
 from ._components import collapse_pair as collapse_pair
 from ._components import colored_tokens as colored_tokens
 from ._components import colored_tokens_multi as colored_tokens_multi
@@ -25,9 +27,7 @@ from ._page import Component as Component
 from ._page import Html as Html
 from ._page import Page as Page
 from ._page import Rendered as Rendered
-from ._page import bundle as bundle
 from ._page import element_ids as element_ids
-from ._page import notebook_bundle as notebook_bundle
 from ._page import page as page
 
 __all__ = [
