@@ -5,8 +5,9 @@ a prefix of a longer one is read from that one's pass, because the causal mask m
 position's representation independent of what follows it.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..tasks._layout import common_prefix_len
 
 
 @dataclass
@@ -19,15 +20,6 @@ class Unit:
     a: list[tuple[int, int]]
     b: list[tuple[int, int]]
     noise: list[tuple[tuple[int, int], tuple[int, int]] | None]
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def plan(sequences: list[tuple[tuple[int, ...], tuple[int, ...]]], mode: str) -> list[Unit]:
@@ -65,7 +57,7 @@ def plan(sequences: list[tuple[tuple[int, ...], tuple[int, ...]]], mode: str) ->
             unit.pairs.append(i)
             unit.a.append((0, len(a) - 1))
             unit.b.append((0, len(b) - 1))
-            common = _common_prefix(a, b)
+            common = common_prefix_len(a, b)
             usable = 0 < common < len(root) and len(unit.passes) > 1
             unit.noise.append(((0, common - 1), (1, common - 1)) if usable else None)
         units.append(unit)
@@ -79,6 +71,6 @@ def _prefix_pair(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 def _independent(i: int, a: tuple[int, ...], b: tuple[int, ...]) -> Unit:
     """Two passes; the noise floor at the pair's last common position."""
-    common = _common_prefix(a, b)
+    common = common_prefix_len(a, b)
     noise = ((0, common - 1), (1, common - 1)) if common else None
     return Unit([a, b], [i], [(0, len(a) - 1)], [(1, len(b) - 1)], [noise])

@@ -61,7 +61,8 @@ def _tail(text: str, n: int = 24) -> str:
     return text if len(text) <= n else "…" + text[-n:]
 
 
-def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading entries ``a`` and ``b`` share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -107,7 +108,7 @@ def probe_layout(
             full_text = text + glue + item
             full = tokenize(full_text)
             if full[: len(ids)] != ids:
-                keep = _common_prefix_len(ids, full)
+                keep = common_prefix_len(ids, full)
                 where = (
                     "the end of the prefix; end the prefix without trailing whitespace "
                     "(or with '\\n')"
@@ -120,7 +121,7 @@ def probe_layout(
                     f"the item alone gives {names(ids[keep:])}"
                 )
             glue_ids = tokenize(text + glue) if glue else ids
-            start = max(_common_prefix_len(glue_ids, full), len(ids))
+            start = max(common_prefix_len(glue_ids, full), len(ids))
             item_ids = full[start:]
             if len(item_ids) != 1:
                 raise TokenizationError(
@@ -162,7 +163,7 @@ def check_assembly(
     actual = tokenize(text)
     if list(actual) == list(assembled):
         return
-    at = _common_prefix_len(actual, assembled)
+    at = common_prefix_len(actual, assembled)
     raise TokenizationError(
         f"{label} built from pieces differs from tokenizing the whole string at token {at}: "
         f"built {names(assembled[at : at + 4])}, tokenizer {names(actual[at : at + 4])} "
