@@ -113,6 +113,22 @@ def _finish(ckpt: Checkpoint | None, recipe: dict[str, Any], shard: Shard, items
     return ckpt.path
 
 
+def _shard_run(
+    shard: Shard, folder: str | Path, kind: str
+) -> tuple[Path, list[Any], Callable[[list[Any], list[int]], set[Any]]]:
+    """A shard's file, and the picker that chooses its units and notes which it chose."""
+    path = Path(folder) / shard.file_name(kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chosen: list[Any] = []
+
+    def pick(items: list[Any], costs: list[int]) -> set[Any]:
+        mine = _picker(shard)(items, costs)
+        chosen.extend(sorted(mine))
+        return mine
+
+    return path, chosen, pick
+
+
 def collapse_shard(
     model: Any,
     family: Any,
@@ -131,15 +147,7 @@ def collapse_shard(
     The arguments are :func:`~oversquash_lens.collapse`'s; every shard must get the same.
     A rerun resumes from the file.
     """
-    path = Path(folder) / shard.file_name("collapse")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    chosen: list[Any] = []
-
-    def pick(items: list[Any], costs: list[int]) -> set[Any]:
-        mine = _picker(shard)(items, costs)
-        chosen.extend(sorted(mine))
-        return mine
-
+    path, chosen, pick = _shard_run(shard, folder, "collapse")
     recipe, _, ckpt = _collapse.sweep(
         model, family, lengths, precisions, mode, heads, continuation, progress, path, pick
     )
@@ -161,15 +169,7 @@ def behaviour_shard(
     progress: bool = True,
 ) -> Path:
     """Run one shard of :func:`~oversquash_lens.behaviour` into ``folder``; return its file."""
-    path = Path(folder) / shard.file_name("behaviour")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    chosen: list[int] = []
-
-    def pick(items: list[int], costs: list[int]) -> set[int]:
-        mine = _picker(shard)(items, costs)
-        chosen.extend(sorted(mine))
-        return mine
-
+    path, chosen, pick = _shard_run(shard, folder, "behaviour")
     recipe, _, ckpt = _behaviour.sweep(
         model,
         task,
