@@ -20,6 +20,7 @@ from ._errors import CheckpointError as CheckpointError
 from ._errors import CheckpointMismatchError as CheckpointMismatchError
 from ._errors import EmptySequenceError as EmptySequenceError
 from ._errors import IncompatibleRunError as IncompatibleRunError
+from ._errors import InsufficientMemoryError as InsufficientMemoryError
 from ._errors import InvalidTokensError as InvalidTokensError
 from ._errors import MissingHookError as MissingHookError
 from ._errors import ModelLoadError as ModelLoadError
@@ -43,6 +44,7 @@ from ._glasses_result import SeparatorSearch as SeparatorSearch
 from ._glasses_variants import Variant as Variant
 from ._glasses_variants import glasses as glasses
 from ._glasses_variants import parse_variant as parse_variant
+from ._memory import memory_limit as memory_limit
 from ._moved import alias_module as _alias_module
 from ._paths import attention_paths as attention_paths
 from ._sensitivity import sensitivity as sensitivity
@@ -137,6 +139,7 @@ __all__ = [
     "Result",
     "RunRecord",
     "attach",
+    "memory_limit",
     "capture",
     "emulate_precision",
     "intervene",
@@ -157,6 +160,7 @@ __all__ = [
     "ModelLoadError",
     "OversquashLensError",
     "PathBudgetError",
+    "InsufficientMemoryError",
     "PatternsUnavailableError",
     "PromptTooLongError",
     "RaggedBatchError",

@@ -12,6 +12,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor
 
+from . import _memory as memory
 from . import capture
 from ._adapter import ModelAdapter
 from ._hooknames import LOGITS
@@ -40,17 +41,32 @@ class Recording:
         self._pending_padding: str | None = None  # why the next run's batch is padded
         self._fired: set[str] = set()  # hook points that fired in the current run
         self._cache: dict[tuple[str, int], Result] = {}
+        self.eager = False  # attach switched attention to eager (patterns are read)
+        self._pending_logits = True  # the next call computes logits (not return_type=None)
 
     # -------------------------------------------------------------- recording side
     def _on_tokens(self, tokens: Tensor | None) -> None:
         """The embedding saw ``tokens``: they belong to the next run that starts."""
         if tokens is not None:
             self.adapter.check_tokens(tokens)  # refuse inputs longer than n_ctx, clearly
+            # refuse, before the first block runs, a run that would not fit in memory
+            memory.check(
+                self.adapter,
+                self.analyzers.values(),
+                self.hook_names,
+                int(tokens.shape[0]),
+                int(tokens.shape[-1]),
+                grad=torch.is_grad_enabled(),
+                logits=self._pending_logits,
+                eager=self.eager,
+            )
         self._pending_tokens = tokens
 
     def _on_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A call of the model: note whether its batch is padded (rows of unequal length)."""
         self._pending_padding = padding_of(self.adapter, args, kwargs)
+        hooked = self.adapter.backend == "hooked"  # a bridge computes the logits anyway
+        self._pending_logits = not (hooked and kwargs.get("return_type", "logits") is None)
 
     def _start_run(self) -> dict[str, RunRecord]:
         tokens, self._pending_tokens = self._pending_tokens, None
@@ -299,6 +315,7 @@ def attach(model: Any, *analyzers: Analyzer) -> Iterator[Recording]:
     edits = [pair for analyzer in keyed.values() for pair in analyzer.edit_hooks(adapter)]
     on_logits = rec._dispatch(LOGITS) if wants_logits else None
     patterns = any(name.endswith("hook_pattern") for name in needed)
+    rec.eager = patterns
     # One with-statement, no ExitStack held in a variable: if an interrupt skips an
     # inner exit, that context's generator is freed with this frame's stack, and its
     # guarded cleanup runs then (see capture._guard).

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from . import _memory as memory
 from ._adapter import ModelAdapter
 from ._attach import attach
 from ._errors import CheckpointError, UnsupportedArchitectureError
@@ -57,6 +58,35 @@ def _run_passes(
         assert isinstance(reps, Representations)
         out.append(reps)
     return out
+
+
+def check_memory(adapter: ModelAdapter, units: list[Unit], heads: HeadSpec) -> None:
+    """Refuse, before the first pass, a sweep whose largest unit would not fit.
+
+    The largest unit's passes run one after the other and each one's kept positions stay
+    until the unit is compared; the check covers the longest pass while every other pass
+    of that unit is held.
+    """
+
+    def kept(unit: Unit, index: int) -> int:
+        places = [*unit.a, *unit.b, *(p for n in unit.noise if n for p in n)]
+        return len({pos for q, pos in places if q == index})
+
+    worst = max(units, key=lambda u: max(len(s) for s in u.passes))
+    lengths = [len(seq) for seq in worst.passes]
+    longest = lengths.index(max(lengths))
+    probe = CollapseProbe(positions=tuple(range(kept(worst, longest))), heads=heads)
+    names = {probe.name: probe.hook_names(adapter)}
+    shape = memory.shape_of(adapter, eager=False)
+    held = [
+        part
+        for index, seq in enumerate(worst.passes)
+        if index != longest
+        for part in CollapseProbe(
+            positions=tuple(range(kept(worst, index))), heads=heads
+        ).memory_parts(shape, names[probe.name], 1, len(seq))
+    ]
+    memory.check(adapter, [probe], names, 1, max(lengths), grad=False, extra=held)
 
 
 def _gather(reps: list[Representations], where: list[tuple[int, int]]) -> dict[str, Tensor]:
@@ -205,6 +235,7 @@ def sweep(
     ordered = [p.k for p in pairs]
     sequences = [(tuple(p.a.tolist()), tuple(p.b.tolist())) for p in pairs]
     units = plan(sequences, mode)
+    check_memory(adapter, units, heads)
     if not adapter.is_causal:  # common prefixes differ: no noise floor can be read
         units = [dataclasses.replace(u, noise=[None] * len(u.noise)) for u in units]
     signature = {

@@ -85,3 +85,7 @@ class UnsupportedArchitectureError(OversquashLensError, ValueError):
 
 class ResultFileError(OversquashLensError, ValueError):
     """A file Result.load cannot read: corrupt, truncated, foreign, or from a newer version."""
+
+
+class InsufficientMemoryError(OversquashLensError, MemoryError):
+    """A run whose estimated memory exceeds what the machine has free (refused before work)."""

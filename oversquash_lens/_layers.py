@@ -64,6 +64,7 @@ LAYERS: tuple[Layer, ...] = (
         "runs",
         (
             "_run_precision",
+            "_memory",
             "_attach",
             "_paths",
             "_sensitivity",

@@ -1,8 +1,11 @@
 """Shared test helpers: tolerances per dtype, hook inspection."""
 
+import weakref
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 # (rtol, atol) for comparing two computations of the same quantity.
 # float64: reassociation error of a few ulps on O(1) values (2.2e-16 each), accumulated
@@ -68,3 +71,41 @@ def state_of(model: Any) -> dict[str, Any]:
         "grad_enabled": torch.is_grad_enabled(),
         "cfg_dtype": getattr(model.cfg, "dtype", None),
     }
+
+
+class TensorBytesPeak(TorchDispatchMode):
+    """Bytes of tensor storage alive, and their high-water mark, while active.
+
+    Every aten op's outputs are seen here; each new storage is counted when it appears and
+    uncounted by a weakref finalizer when torch frees it (torch keeps one Python object per
+    storage, so the finalizer fires exactly then). Outputs sharing an input's storage
+    (views, in-place ops) are not new, and tensors that existed before (weights) are not
+    counted. Deterministic, unlike RSS (allocator caching, fragmentation).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            t.untyped_storage()._cdata
+            for t in tree_flatten((args, kwargs))[0]
+            if isinstance(t, torch.Tensor)
+        }
+        for item in tree_flatten(out)[0]:
+            if isinstance(item, torch.Tensor):
+                storage = item.untyped_storage()
+                key = storage._cdata
+                if key not in self._seen and key not in inputs:  # not a view, not in place
+                    self._seen.add(key)
+                    self.live += storage.nbytes()
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self._seen.discard(key)
+        self.live -= nbytes

@@ -2,14 +2,11 @@
 ``run_with_cache`` patterns, runs and batch rows, hook hygiene, refusals, results API,
 and peak memory against the one-layer bound."""
 
-import weakref
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
@@ -19,7 +16,7 @@ from oversquash_lens.analyzers._path_result import PathResult
 from oversquash_lens.analyzers._paths import AttentionPaths
 
 from .conftest import BACKENDS, TINY_MODELS
-from .helpers import assert_close, hook_registry, leftover_hooks
+from .helpers import TensorBytesPeak, assert_close, hook_registry, leftover_hooks
 
 F64 = torch.float64
 METHODS = ("bound", "rollout", "context")
@@ -295,44 +292,6 @@ def test_result_round_trip_tables_and_plots(tmp_path: Path, load, backend: str) 
 
 
 # ---------------------------------------------------------------- peak memory
-class TensorBytesPeak(TorchDispatchMode):
-    """Bytes of tensor storage alive, and their high-water mark, while active.
-
-    Every aten op's outputs are seen here; each new storage is counted when it appears and
-    uncounted by a weakref finalizer when torch frees it (torch keeps one Python object per
-    storage, so the finalizer fires exactly then). Outputs sharing an input's storage
-    (views, in-place ops) are not new, and tensors that existed before (weights) are not
-    counted. Deterministic, unlike RSS (allocator caching, fragmentation).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self._seen: set[int] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = {
-            t.untyped_storage()._cdata
-            for t in tree_flatten((args, kwargs))[0]
-            if isinstance(t, torch.Tensor)
-        }
-        for item in tree_flatten(out)[0]:
-            if isinstance(item, torch.Tensor):
-                storage = item.untyped_storage()
-                key = storage._cdata
-                if key not in self._seen and key not in inputs:  # not a view, not in place
-                    self._seen.add(key)
-                    self.live += storage.nbytes()
-                    self.peak = max(self.peak, self.live)
-                    weakref.finalize(storage, self._free, key, storage.nbytes())
-        return out
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self._seen.discard(key)
-        self.live -= nbytes
-
-
 def deep_model(backend: str):
     """8 layers × 8 heads: at n = 512 one layer's patterns take 8 MiB, all layers 64."""
     from transformers import AutoModelForCausalLM

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .._errors import IncompatibleRunError, RaggedBatchError
 from ..results import Provenance, Result
+from ._memory import ModelShape, Part, kept_bytes
 
 if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
     from .._adapter import ModelAdapter
@@ -110,6 +111,20 @@ class Analyzer(abc.ABC, Generic[ResultT]):
         replacement must have the same value, so the user's run is unchanged.
         """
         return []
+
+    def memory_parts(
+        self, shape: ModelShape, hook_names: list[str], batch: int, n: int
+    ) -> list[Part]:
+        """What this analyzer holds during a ``batch × n`` run, for the up-front check.
+
+        ``hook_names`` are the points it reads on this model (:meth:`hook_names`). The
+        default matches the default :meth:`keep`: a CPU copy of every activation read.
+        Analyzers that keep less (a position, a running product) say so here.
+        """
+        return [
+            Part(f"{self.name}'s copy of {name}", kept_bytes(shape, name, batch, n), host=True)
+            for name in hook_names
+        ]
 
     def keep(self, name: str, activation: Tensor) -> Tensor:
         """What to store from one activation (default: a detached CPU copy)."""

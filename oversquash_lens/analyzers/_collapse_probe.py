@@ -24,6 +24,7 @@ from ..results import Provenance, Result
 from ..results._describe import short_point
 from ._base import Analyzer, RunRecord
 from ._collapse_math import METRICS, compare_in_format, distances, metric_index
+from ._memory import ModelShape, Part, kept_bytes
 
 if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
     from .._adapter import ModelAdapter
@@ -248,6 +249,17 @@ class CollapseProbe(Analyzer[Representations]):
         out = adapter.residual_points + [adapter.final_norm]
         out += [names.z(layer) for layer in layers]
         return out + [names.LOGITS] if self.logits else out
+
+    def memory_parts(
+        self, shape: ModelShape, hook_names: list[str], batch: int, n: int
+    ) -> list[Part]:
+        """The kept positions of every point read, twice.
+
+        :meth:`compute` stacks them while the run still holds what it kept.
+        """
+        kept = min(len(set(self.positions)), n)
+        size = sum(kept_bytes(shape, name, batch, n) for name in hook_names) * kept // n
+        return [Part(f"CollapseProbe's {kept} kept positions, stacked", 2 * size, host=True)]
 
     def keep(self, name: str, activation: Tensor) -> Tensor:
         """Only the kept positions, ``[batch, kept, ...]``, copied to the CPU."""

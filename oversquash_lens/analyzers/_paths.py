@@ -23,6 +23,7 @@ from .._types import Pattern
 from ._base import Analyzer, RunRecord
 from ._certified import CertifiedStream
 from ._certified_weights import MLP_BOUNDS
+from ._memory import ModelShape, Part, path_product_bytes
 from ._path_math import (
     HEAD_REDUCTIONS,
     PathProduct,
@@ -232,6 +233,12 @@ class AttentionPaths(Analyzer[PathResult]):
         return patterns
 
     # ------------------------------------------------------------------ streaming
+    def memory_parts(
+        self, shape: ModelShape, hook_names: list[str], batch: int, n: int
+    ) -> list[Part]:
+        """The running float64 path product and its working copies, on the CPU."""
+        return [Part("the running path products (float64)", path_product_bytes(batch, n), True)]
+
     def keep(self, name: str, activation: Tensor) -> Tensor:
         """Extend the running product by this layer; keep its last row(s).
 

@@ -11,6 +11,7 @@ from ..plotting import style
 from ..results import Provenance, Result
 from ..results._describe import short_point
 from ._base import Analyzer, RunRecord, as_float64, last_position
+from ._memory import ModelShape, Part
 
 if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
     from .._adapter import ModelAdapter
@@ -116,6 +117,13 @@ class ResidualNorms(Analyzer[ResidualNormsResult]):
         """v(0) .. v(L), and y_n if requested."""
         points = adapter.residual_points
         return points + [adapter.final_norm] if self.include_final_norm else points
+
+    def memory_parts(
+        self, shape: ModelShape, hook_names: list[str], batch: int, n: int
+    ) -> list[Part]:
+        """One position per point: ``batch × d_model`` values each."""
+        size = len(hook_names) * batch * shape.d_model * shape.element_size
+        return [Part("ResidualNorms' kept positions", size, host=True)]
 
     def keep(self, name: str, activation: Residual) -> ResidualAtPos:
         """Only the measured position: [batch, d_model]."""

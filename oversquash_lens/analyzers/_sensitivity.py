@@ -27,10 +27,11 @@ from .._probes import ignored_pattern_layers
 from . import _jacobian as jac
 from . import _jacobian_split as jac_split
 from ._base import Analyzer, RunRecord
+from ._memory import ModelShape, Part
 from ._sensitivity_result import METHODS, NORMS, SensitivityResult
 from ._split import check_split, freeze, freeze_second_half, split_tokens
 from ._split import split_result as split_result
-from ._vjp_budget import auto_chunk
+from ._vjp_budget import auto_chunk, chunk_bytes
 
 if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
     from .._adapter import ModelAdapter
@@ -230,6 +231,20 @@ class Sensitivity(Analyzer[SensitivityResult]):
             hold = freeze if self.attention == "frozen" else freeze_second_half
             edits += [(pattern(layer), hold) for layer in range(adapter.n_layers)]
         return edits
+
+    def memory_parts(
+        self, shape: ModelShape, hook_names: list[str], batch: int, n: int
+    ) -> list[Part]:
+        """The batched backward passes (the graph itself is the forward pass's part)."""
+        size = chunk_bytes(
+            batch, n, shape.d_model, shape.element_size, self.chunk_size, self.memory_budget
+        )
+        chunk = f"{self.chunk_size} VJPs" if self.chunk_size else "VJPs"
+        parts = [Part(f"one batched backward ({chunk} per pass)", size)]
+        if self.method == "exact" and self.norm == "spectral":
+            keep = batch * n * shape.d_model**2 * shape.element_size
+            parts.append(Part("d_model VJPs kept for the spectral norms", keep))
+        return parts
 
     def keep(self, name: str, activation: Tensor) -> Tensor:
         """The input tensor itself (graph attached); the measured position of each output."""

@@ -17,6 +17,24 @@ MAX_CHUNK = {"cpu": 32, "cuda": 256}
 CPU_BUDGET = 1024**3
 
 
+def vjp_bytes(batch: int, pos: int, d_model: int, element_size: int) -> int:
+    """Bytes one VJP's backward holds (see :func:`auto_chunk` for the calibration)."""
+    return element_size * batch * pos * (64 * d_model + pos * max(d_model // 16, 1))
+
+
+def chunk_bytes(
+    batch: int, pos: int, d_model: int, element_size: int, chunk: int | None, budget: int | None
+) -> int:
+    """Bytes of one batched backward of ``chunk`` VJPs.
+
+    ``chunk`` None: as many as :func:`auto_chunk` picks on the CPU within ``budget``.
+    """
+    per_vjp = vjp_bytes(batch, pos, d_model, element_size)
+    if chunk is None:
+        chunk = max(1, min(MAX_CHUNK["cpu"], (budget or CPU_BUDGET) // max(per_vjp, 1)))
+    return chunk * per_vjp
+
+
 def auto_chunk(x: Tensor, memory_budget: int | None = None) -> int:
     """VJPs per batched backward pass for this input, device and memory budget.
 
@@ -32,7 +50,7 @@ def auto_chunk(x: Tensor, memory_budget: int | None = None) -> int:
     """
     device = x.device.type
     batch, pos, d_model = x.shape
-    per_vjp = x.element_size() * batch * pos * (64 * d_model + pos * max(d_model // 16, 1))
+    per_vjp = vjp_bytes(batch, pos, d_model, x.element_size())
     if memory_budget is None:
         if device == "cuda":
             free, _ = torch.cuda.mem_get_info(x.device)

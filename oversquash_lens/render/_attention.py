@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .. import _hooknames as names
+from .. import _memory as memory
 from .._adapter import ModelAdapter
 from .._errors import IncompatibleRunError
 from .._paths import attention_paths
@@ -98,6 +99,8 @@ def attention_heads(
     def crop(_: str, pattern: Tensor) -> Tensor:
         return pattern[0, wanted_heads, -shown:, -shown:]
 
+    # the patterns are cropped as they fire: the pass's own memory is all the view needs
+    memory.check(adapter, [], {}, 1, n, grad=False, logits=False, eager=True)
     with adapter.eager_attention(), torch.no_grad():
         adapter.require_hooks(hooks)
         with record(model_or_result, hooks, select=crop) as acts:
