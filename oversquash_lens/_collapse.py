@@ -31,6 +31,7 @@ from .analyzers._collapse_math import METRICS, distances
 from .analyzers._collapse_plan import Unit, plan
 from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations, compare_arrays
 from .analyzers._collapse_result import CollapseResult
+from .analyzers._memory import Part, kept_bytes
 from .precision import FloatFormat, FormatLike
 from .results import Provenance
 from .results._checkpoint import Checkpoint
@@ -40,6 +41,7 @@ from .tasks._custom import PairFamily
 Mode = Literal["shared", "independent"]
 RECIPE = "recipe"  # the checkpoint entry of a shard's plan
 _CHUNK = 32  # pairs compared at once: bounds the float64 copies of the logits
+_COMPARE_COPIES = 10  # float64-sized copies of one chunk alive while it is compared
 
 
 def _run_passes(
@@ -86,6 +88,10 @@ def check_memory(adapter: ModelAdapter, units: list[Unit], heads: HeadSpec) -> N
             positions=tuple(range(kept(worst, index))), heads=heads
         ).memory_parts(shape, names[probe.name], 1, len(seq))
     ]
+    # comparing: _CHUNK pairs gathered, then float64 copies, differences and ULP keys
+    width = sum(kept_bytes(shape, name, 1, 1) for name in names[probe.name])
+    width //= shape.element_size
+    held.append(Part(f"comparing {_CHUNK} pairs at a time", _COMPARE_COPIES * _CHUNK * width * 8))
     memory.check(adapter, [probe], names, 1, max(lengths), grad=False, extra=held)
 
 

@@ -17,6 +17,7 @@ from oversquash_lens.analyzers._collapse_math import (
     metric_index,
 )
 from oversquash_lens.analyzers._collapse_plan import plan
+from oversquash_lens.analyzers._collapse_probe import _stack_releasing
 from oversquash_lens.precision import round_to_format, ulp_distance
 
 from .conftest import BACKENDS
@@ -388,3 +389,19 @@ def test_metrics_are_read_by_name_with_advice(load) -> None:
     rows = result.rows()
     assert rows == result.to_dataframe().to_dict("records")
     assert len(rows) == len(result.precisions) * len(result.lengths) * len(result.points)
+
+
+def test_stacking_in_place_promotes_like_torch_stack() -> None:
+    """CollapseProbe stacks its kept points while releasing them; with points of mixed
+    dtypes (a bfloat16 model's float32 final norm) it must promote as torch.stack does,
+    not round everything to the first point's dtype."""
+    gen = torch.Generator().manual_seed(0)
+    kept = {
+        "a": torch.randn(1, 3, 4, generator=gen).bfloat16(),
+        "b": torch.randn(1, 3, 4, generator=gen),
+    }
+    expected = torch.stack([kept["a"], kept["b"]], dim=2)
+    released = dict(kept)
+    out = _stack_releasing(released, ["a", "b"])
+    assert out.dtype == expected.dtype == torch.float32 and torch.equal(out, expected)
+    assert not released  # every entry handed over

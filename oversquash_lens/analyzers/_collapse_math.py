@@ -54,9 +54,11 @@ def distances(
         raise ValueError(f"cannot compare shapes {tuple(a.shape)} and {tuple(b.shape)}")
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     diff = a64 - b64
-    l1 = diff.abs().sum(-1)
+    absolute = diff.abs()
+    l1 = absolute.sum(-1)
     l2 = torch.linalg.vector_norm(diff, dim=-1)
-    linf = diff.abs().amax(-1) if diff.shape[-1] else torch.zeros_like(l1)
+    linf = absolute.amax(-1) if diff.shape[-1] else torch.zeros_like(l1)
+    del absolute
     na, nb = torch.linalg.vector_norm(a64, dim=-1), torch.linalg.vector_norm(b64, dim=-1)
     both_zero = (na == 0) & (nb == 0)
     one_zero = (na == 0) ^ (nb == 0)
@@ -105,13 +107,12 @@ def compare_in_format(
         zeros = torch.zeros(a.shape[:-1], dtype=torch.float64)
         return FormatComparison(zeros == 0, zeros, zeros, zeros)
     if spec.torch_dtype in _BITS and spec == get_format(spec.torch_dtype):
-        ulps, a64, b64 = _native_ulps(a, b, spec.torch_dtype)
+        ulps, linf = _native_ulps(a, b, spec.torch_dtype)
     else:
         a64 = round_to_format(a.to(torch.float64), spec)
         b64 = round_to_format(b.to(torch.float64), spec)
-        ulps = ulp_distance(a64, b64, spec)
-    ulps = ulps.amax(-1)
-    linf = (a64 - b64).abs().amax(-1)
+        ulps = ulp_distance(a64, b64, spec).amax(-1)
+        linf = (a64 - b64).abs().amax(-1)
     return FormatComparison(
         bitwise_equal=ulps == 0, ulps=ulps, linf=linf, eps_ratio=linf / spec.epsilon
     )
@@ -125,27 +126,36 @@ _BITS = {
 }
 
 
-def _native_ulps(a: Tensor, b: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+def _native_ulps(a: Tensor, b: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """ULP distances for a format torch has: cast (round to nearest even), compare bits.
 
     Same numbers as :func:`~oversquash_lens.precision.ulp_distance` (a test checks it),
     several times faster: the bit patterns of a sign-magnitude float, read as integers,
-    are ordered like the values.
+    are ordered like the values. Returns the largest distance along the last axis (NaN
+    where either side holds a NaN) and the L∞ distance of the cast values, both float64.
     """
     ca, cb = a.to(dtype), b.to(dtype)
     bits = _BITS[dtype]
-    width = torch.iinfo(bits).bits
-
-    def key(x: Tensor) -> Tensor:
-        raw = x.view(bits).to(torch.int64)
-        magnitude = raw & ((1 << (width - 1)) - 1)
-        return torch.where(raw < 0, -magnitude, magnitude)
-
-    ulps = (key(ca) - key(cb)).abs().to(torch.float64)
     if dtype == torch.float64:  # distances beyond 2^53 are not exact in float64 anyway
-        ulps = (key(ca).to(torch.float64) - key(cb).to(torch.float64)).abs()
-    ulps = torch.where(ca.isnan() | cb.isnan(), float("nan"), ulps)
-    return ulps, ca.to(torch.float64), cb.to(torch.float64)
+        ulps = (_key(ca, bits).to(torch.float64) - _key(cb, bits).to(torch.float64)).abs()
+        ulps = ulps.amax(-1)
+    else:  # keys fit the format's own integer width; their difference needs 64 bits
+        ulps = (_key(ca, bits).to(torch.int64) - _key(cb, bits)).abs().amax(-1)
+        ulps = ulps.to(torch.float64)
+    nan = (ca.isnan() | cb.isnan()).any(-1)
+    ulps = torch.where(nan, float("nan"), ulps)
+    linf = (ca.to(torch.float64) - cb.to(torch.float64)).abs().amax(-1)
+    return ulps, linf
+
+
+def _key(x: Tensor, bits: torch.dtype) -> Tensor:
+    """Integers ordered like the float values of ``x`` (-0 and +0 both map to 0).
+
+    A negative float's bit pattern, read as a signed integer, is ``MIN + magnitude``;
+    ``MIN - raw`` is then ``-magnitude``, computed without overflow in the same width.
+    """
+    raw = x.view(bits)
+    return torch.where(raw < 0, torch.iinfo(bits).min - raw, raw)
 
 
 def first_stable(flags: Bool[Tensor, " length"]) -> int | None:

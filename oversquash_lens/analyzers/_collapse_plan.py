@@ -38,7 +38,8 @@ def plan(sequences: list[tuple[tuple[int, ...], tuple[int, ...]]], mode: str) ->
     if mode not in ("shared", "independent"):
         raise ValueError(f"mode must be 'shared' or 'independent', got {mode!r}")
     nested = [i for i, (a, b) in enumerate(sequences) if mode == "shared" and _prefix_pair(a, b)]
-    units = [_independent(i, a, b) for i, (a, b) in enumerate(sequences) if i not in set(nested)]
+    alone = set(range(len(sequences))) - set(nested)
+    units = [_independent(i, a, b) for i, (a, b) in enumerate(sequences) if i in alone]
     roots: list[tuple[int, ...]] = []
     for seq in sorted({s for i in nested for s in sequences[i]}, key=len, reverse=True):
         if not any(root[: len(seq)] == seq for root in roots):
