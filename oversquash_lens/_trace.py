@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from . import _memory as memory
 from ._adapter import ModelAdapter, Prompt
 from ._attach import attach
 from ._errors import PatternsUnavailableError, UnsupportedArchitectureError
@@ -84,7 +85,23 @@ def trace(
     if attention not in ATTENTION:
         raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
     chosen, explicit = _methods(path_methods, path_method)
-    tokens = ModelAdapter(model).to_tokens(prompt, prepend_bos=prepend_bos)
+    adapter = ModelAdapter(model)
+    tokens = adapter.to_tokens(prompt, prepend_bos=prepend_bos)
+    options: dict[str, Any] = {"method": method, "probes": probes, "layers": layers, "seed": seed}
+    if norm is not None:
+        options["norm"] = norm
+    elif method == "power":
+        options["norm"] = "spectral"
+    # the gradient pass needs the most memory: refuse it before the path passes run
+    measured = Sensitivity(attention="split" if attention == "both" else attention, **options)
+    memory.check(
+        adapter,
+        [measured],
+        {measured.name: measured.hook_names(adapter)},
+        int(tokens.shape[0]) * (2 if attention == "both" else 1),
+        int(tokens.shape[-1]),
+        grad=True,
+    )
     skipped: dict[str, str] = {}
     paths = []
     for name in chosen:
@@ -96,11 +113,6 @@ def trace(
             if explicit:
                 raise
             skipped[name] = str(exc)
-    options = {"method": method, "probes": probes, "layers": layers, "seed": seed}
-    if norm is not None:
-        options["norm"] = norm
-    elif method == "power":
-        options["norm"] = "spectral"
     full, frozen, scores = _measure(model, tokens, attention, options, skipped)
     for name, why in skipped.items():
         warnings.warn(f"trace left out {name}: {why}", UserWarning, stacklevel=2)

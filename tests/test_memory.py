@@ -162,3 +162,31 @@ def test_layers_split_across_devices_share_the_graph(tiny_llama: Any, monkeypatc
         _memory.check(adapter, analyzers, names, 1, 256, grad=True)  # fits on each
     with osl.memory_limit(int(split) - 1), pytest.raises(osl.InsufficientMemoryError):
         _memory.check(adapter, analyzers, names, 1, 256, grad=True)
+
+
+def test_trace_refuses_its_gradient_pass_before_the_path_passes(tiny_llama: Any) -> None:
+    """trace runs its path passes (no graph) before the gradient pass: under a limit that
+    the path passes fit but the doubled-batch gradient pass does not, it must refuse
+    before the first of them."""
+    model = tiny_llama
+    adapter = osl.ModelAdapter(model)
+    tokens = _tokens(model, 200)
+    paths = AttentionPaths()
+    needs_paths = sum(
+        p.nbytes
+        for p in _memory.estimate(
+            adapter, [paths], {"p": paths.hook_names(adapter)}, 1, 200, grad=False
+        )
+    )
+    split = Sensitivity(attention="split", method="hutchinson", probes=8)
+    needs_grad = sum(
+        p.nbytes
+        for p in _memory.estimate(
+            adapter, [split], {"s": split.hook_names(adapter)}, 2, 200, grad=True
+        )
+    )
+    assert needs_paths < needs_grad
+    with BlockCalls(model) as blocks, osl.memory_limit((needs_paths + needs_grad) // 2):
+        with pytest.raises(osl.InsufficientMemoryError):
+            osl.trace(model, tokens, probes=8)
+    assert blocks.calls == 0
