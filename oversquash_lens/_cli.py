@@ -42,6 +42,7 @@ from .plotting import save_figure
 from .precision import parse_spec
 from .reporting import report
 from .reporting._plan import SUITES, prompt_tokens, shares
+from .reporting._shards import merge_report, report_shard
 from .reporting._tables import COLLAPSE_COLUMNS, PROXY_COLUMNS, collapse_rows, proxy_rows
 from .results import atomic_write_bytes
 
@@ -378,6 +379,9 @@ def _shard_written(args: Any, path: Path) -> int:
 
 
 def _merge(args: Any) -> int:
+    if all(str(f).endswith(".json") for f in args.files):
+        page = merge_report(args.files, args.out or "oversquash_report")
+        return _report_written(args, page)
     result = merge(args.files)
     if isinstance(result, BehaviourResult):
         return _behaviour_output(args, result)
@@ -390,6 +394,18 @@ def _report(args: Any) -> int:
     precisions = parse_precisions(args.precision)
     _check_precisions(precisions)
     options = {"backend": args.backend, "dtype": args.dtype, "device": args.device}
+    if args.shard is not None:
+        path = report_shard(
+            args.model,
+            args.suite,
+            args.out,
+            args.shard,
+            quick=args.quick,
+            progress=not (args.no_progress or args.json),
+            precisions=precisions,
+            load_options=options,
+        )
+        return _shard_written(args, path)
     page = report(
         args.model,
         args.suite,
@@ -399,6 +415,10 @@ def _report(args: Any) -> int:
         precisions=precisions,
         load_options=options,
     )
+    return _report_written(args, page)
+
+
+def _report_written(args: Any, page: Path) -> int:
     summary = json.loads((page.parent / "summary.json").read_text())
     rows = [
         {"step": key, "seconds": round(float(seconds), 1)}

@@ -70,8 +70,12 @@ Across machines: the same command with --shard I/N --out DIR on each, then `merg
   oversquash-lens merge /tmp/c/collapse.shard-*-of-3.ckpt --out /tmp/c
   oversquash-lens merge shard1/behaviour.shard-1-of-2.ckpt shard2/behaviour.shard-2-of-2.ckpt
 
+  oversquash-lens merge s1/report.shard-1-of-2.json s2/report.shard-2-of-2.json --out report/
+
 Combines the files that `collapse ... --shard I/N --out DIR` and `behaviour ... --shard I/N
---out DIR` wrote into the result the unsharded command gives, with the same outputs.
+--out DIR` wrote into the result the unsharded command gives, with the same outputs; and the
+`report ... --shard I/N --out DIR` files into one report folder (the same page, apart from
+the timings).
 """,
     "report": """examples:
   oversquash-lens report --model smollm2-135m --out report/    # full suite, ~7 min, 2 CPUs
@@ -79,7 +83,8 @@ Combines the files that `collapse ... --shard I/N --out DIR` and `behaviour ... 
   oversquash-lens report --model tiny-gpt2 --quick --precision float32,emulate:bfloat16
 
 Writes OUT/report.html (self-contained), OUT/summary.json, OUT/results/*.npz and
-OUT/figures/*.png|svg.
+OUT/figures/*.png|svg. With --shard I/N it runs every N-th step into OUT and writes
+OUT/report.shard-I-of-N.json; `merge` makes the report from the N files.
 """,
 }
 
@@ -378,8 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     _shard(p)
     _out(p)
 
-    p = _sub(sub, "merge", "combine the shards of a collapse or behaviour sweep into one result")
-    p.add_argument("files", nargs="+", help="every shard's <sweep>.shard-I-of-N.ckpt file")
+    p = _sub(sub, "merge", "combine the shards of a collapse, behaviour or report run into one")
+    p.add_argument(
+        "files", nargs="+", help="every shard's <sweep>.shard-I-of-N.ckpt (or report .json) file"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     _out(p)
 
@@ -391,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--precision", action="append", help="Fig 5 precisions, comma list")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _shard(p)
     _out(p, default="oversquash_report")
 
     p = _sub(sub, "demo", "per-layer last-token norms, next-token prediction and a bf16 check")

@@ -17,7 +17,7 @@ from oversquash_lens import _cli
 from oversquash_lens._adapter import ModelAdapter
 from oversquash_lens._cli import main
 from oversquash_lens._errors import MissingHookError, UnsupportedModelError
-from oversquash_lens.reporting._report import Section, _write_summary
+from oversquash_lens.reporting._report import ReportRun, Section, write_summary
 
 from .conftest import BACKENDS
 
@@ -90,7 +90,10 @@ def test_summary_json_is_strict(tmp_path: Path, load: Callable[..., Any]) -> Non
     accuracy = [{"k": 1, "accuracy": 0.0, "mean_abs_error": float("nan")}]
     section = Section("behaviour_count_ones", "Counting", summary={"accuracy": accuracy})
     section.summary["slope"] = np.float32(np.inf)
-    _write_summary(tmp_path, plan, adapter, [section], 0.5, time.perf_counter())
+    run = ReportRun(
+        None, adapter, adapter.provenance(), plan, tmp_path, ("png",), 0.5, time.perf_counter()
+    )
+    write_summary(run, [section])
     summary = strict_loads((tmp_path / "summary.json").read_text())
     step = summary["steps"]["behaviour_count_ones"]
     assert step["accuracy"][0]["mean_abs_error"] is None and step["slope"] is None

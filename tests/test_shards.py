@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -209,3 +211,78 @@ def test_the_readme_slurm_example_parses() -> None:
         line = commands[0].replace("$((SLURM_ARRAY_TASK_ID + 1))", str(index + 1))
         args = build_parser().parse_args(line.split()[1:])
         assert (args.shard.index, args.shard.count) == (index + 1, 4) and args.out
+
+
+def _without_timings(page: str) -> str:
+    """The report page with its timing numbers blanked (they differ between any two runs)."""
+    page = re.sub(r"\d+ s in all \(model load \d+ s\)", "T s in all", page)
+    start = page.index('id="timings"')
+    return page[:start]  # the timings table closes the page
+
+
+@pytest.mark.slow  # four report processes on two cores: about a minute
+def test_three_report_shard_processes_merge_into_the_unsharded_report(tmp_path: Path) -> None:
+    """`report --shard I/3` in three processes, then `merge`: the same page (timings
+    apart), the same summary.json numbers, and every result file bit for bit."""
+    argv = [*CLI, "report", "--model", "tiny-nope", "--suite", "smoke", "--json"]
+    shards = [[*argv, "--shard", f"{i}/3", "--out", str(tmp_path / f"node{i}")] for i in (1, 2, 3)]
+    outputs = run_all([*shards, [*argv, "--out", str(tmp_path / "unsharded")]])
+    files = [json.loads(o.stdout)["shard_file"] for o in outputs[:3]]
+    assert [Path(f).name for f in files] == [f"report.shard-{i}-of-3.json" for i in (1, 2, 3)]
+    steps = [json.loads(Path(f).read_text())["steps"] for f in files]
+    assert all(steps) and len({s for step in steps for s in step}) == sum(map(len, steps))
+    merged = subprocess.run(
+        [*CLI, "merge", *files, "--out", str(tmp_path / "merged"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert merged.returncode == 0, merged.stderr
+    pages = [(tmp_path / d / "report.html").read_text() for d in ("merged", "unsharded")]
+    assert _without_timings(pages[0]) == _without_timings(pages[1])
+    summaries = [
+        json.loads((tmp_path / d / "summary.json").read_text()) for d in ("merged", "unsharded")
+    ]
+    for summary in summaries:
+        summary.pop("seconds")
+        summary["provenance"].pop("created")
+    assert summaries[0] == summaries[1]
+    results = sorted((tmp_path / "unsharded" / "results").iterdir())
+    assert results
+    for path in results:
+        other = tmp_path / "merged" / "results" / path.name
+        if path.suffix == ".npz":
+            with np.load(path) as a, np.load(other) as b:
+                assert sorted(a.files) == sorted(b.files)
+                for key in a.files:
+                    if key != "__meta__":
+                        assert np.array_equal(a[key], b[key], equal_nan=True), key
+
+
+def test_merge_report_refuses_what_does_not_belong(tmp_path: Path) -> None:
+    from oversquash_lens.reporting import merge_report, report_shard
+
+    def shard(i: int, n: int, folder: str, model: str = "tiny-nope") -> Path:
+        return report_shard(
+            model,
+            "smoke",
+            tmp_path / folder,
+            _shards.Shard(i, n),
+            progress=False,
+            figure_formats=["png"],
+        )
+
+    one, two = shard(1, 2, "a"), shard(2, 2, "b")
+    with pytest.raises(CheckpointError, match=r"each of the 2 shards once; got shards \[1\]"):
+        merge_report([one], tmp_path / "m")
+    with pytest.raises(CheckpointError, match="each of the 2 shards once"):
+        merge_report([one, one], tmp_path / "m")
+    with pytest.raises(CheckpointMismatchError, match="another fingerprint"):
+        merge_report([one, shard(2, 2, "c", model="tiny-llama")], tmp_path / "m")
+    unfinished = json.loads(two.read_text()) | {"finished": False}
+    two.write_text(json.dumps(unfinished))
+    with pytest.raises(CheckpointError, match="did not finish"):
+        merge_report([one, two], tmp_path / "m")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="not a report shard"):
+        merge_report([one, tmp_path / "x.json"], tmp_path / "m")

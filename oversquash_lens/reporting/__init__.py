@@ -11,5 +11,7 @@ from ._plan import Suite as Suite
 from ._plan import get_suite as get_suite
 from ._plan import paper_suite as paper_suite
 from ._report import report as report
+from ._shards import merge_report as merge_report
+from ._shards import report_shard as report_shard
 
-__all__ = ["SUITES", "Suite", "get_suite", "paper_suite", "report"]
+__all__ = ["SUITES", "Suite", "get_suite", "merge_report", "paper_suite", "report", "report_shard"]

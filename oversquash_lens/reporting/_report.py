@@ -23,7 +23,7 @@ from .._trace import trace
 from ..analyzers._collapse_result import CollapseResult
 from ..models import load_model
 from ..plotting import save_figure
-from ..results import atomic_write_bytes
+from ..results import Provenance, atomic_write_bytes
 from . import _html as h
 from ._plan import (
     BehaviourStep,
@@ -93,32 +93,90 @@ def report(
         ('report.html', True)
     """
     plan = get_suite(suite, quick=quick, precisions=precisions)  # fails before loading
+    run = start_run(model, plan, out, load_options, figure_formats)
+    sections = run_steps(run, plan.steps, progress)
+    return write_page(run, sections)
+
+
+@dataclass
+class ReportRun:
+    """One report's model, plan and folder, and when it started.
+
+    ``seconds`` fixes the total time (a merged report: the longest shard's); None
+    measures it from ``start``.
+    """
+
+    model: Any
+    adapter: ModelAdapter | None
+    provenance: Provenance
+    plan: Any
+    folder: Path
+    formats: tuple[str, ...]
+    load_seconds: float
+    start: float
+    seconds: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the run started (or the fixed total)."""
+        return self.seconds if self.seconds is not None else time.perf_counter() - self.start
+
+
+def start_run(
+    model: Any,
+    plan: Any,
+    out: str | Path,
+    load_options: dict[str, Any] | None,
+    figure_formats: Sequence[str],
+) -> ReportRun:
+    """Load the model when given a name, and create the folder's ``results``/``figures``."""
     start = time.perf_counter()
     if isinstance(model, str):
         model = load_model(model, **(load_options or {}))
     load_seconds = time.perf_counter() - start
-    figure_formats = ("png", *(f for f in figure_formats if f != "png"))
-    adapter = ModelAdapter(model)
+    formats = ("png", *(f for f in figure_formats if f != "png"))
     folder = Path(out)
     for sub in ("results", "figures"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
+    adapter = ModelAdapter(model)
+    return ReportRun(
+        model, adapter, adapter.provenance(), plan, folder, formats, load_seconds, start
+    )
+
+
+def run_steps(
+    run: ReportRun,
+    steps: Sequence[Step],
+    progress: bool,
+    after_step: Any = None,
+) -> list[Section]:
+    """Run ``steps`` in order; ``summary.json`` (or ``after_step(sections)``) after each."""
     sections: list[Section] = []
-    bar = progress_bar(total=len(plan.steps), disable=not progress, desc="report", unit="step")
-    for step in plan.steps:
+    bar = progress_bar(total=len(steps), disable=not progress, desc="report", unit="step")
+    for step in steps:
         bar.set_postfix_str(step.key)
         began = time.perf_counter()
-        section = _run(step, model, adapter, folder, tuple(figure_formats))
+        assert run.adapter is not None  # a run that runs steps has its model
+        section = _run(step, run.model, run.adapter, run.folder, run.formats)
         section.seconds = time.perf_counter() - began
         sections.append(section)
         bar.update(1)
-        _write_summary(folder, plan, adapter, sections, load_seconds, start)
+        if after_step is None:
+            write_summary(run, sections)
+        else:
+            after_step(sections)
     bar.close()
+    return sections
+
+
+def write_page(run: ReportRun, sections: list[Section]) -> Path:
+    """``report.html`` and ``summary.json`` for ``sections``; the page's path."""
+    plan = run.plan
     suite_label = f"{plan.name} ({'quick' if plan.quick else 'full'})"
-    total = time.perf_counter() - start
-    page = h.report_page(adapter.provenance(), suite_label, sections, load_seconds, total)
-    target = folder / "report.html"
+    total = run.elapsed()
+    page = h.report_page(run.provenance, suite_label, sections, run.load_seconds, total)
+    target = run.folder / "report.html"
     atomic_write_bytes(target, page.encode("utf-8"))
-    _write_summary(folder, plan, adapter, sections, load_seconds, start)
+    write_summary(run, sections)
     return target
 
 
@@ -367,21 +425,15 @@ def _rel(folder: Path, path: Path) -> str:
     return Path(path).relative_to(folder).as_posix()
 
 
-def _write_summary(
-    folder: Path,
-    plan: Any,
-    adapter: ModelAdapter,
-    sections: list[Section],
-    load_s: float,
-    start: float,
-) -> None:
+def write_summary(run: ReportRun, sections: list[Section]) -> None:
+    """``summary.json``: the numbers of every section, timings and provenance."""
     summary = {
-        "suite": plan.name,
-        "quick": plan.quick,
-        "provenance": adapter.provenance().to_dict(),
-        "seconds": {"load": load_s, "total": time.perf_counter() - start}
+        "suite": run.plan.name,
+        "quick": run.plan.quick,
+        "provenance": run.provenance.to_dict(),
+        "seconds": {"load": run.load_seconds, "total": run.elapsed()}
         | {s.key: s.seconds for s in sections},
         "steps": {s.key: s.summary | {"files": s.files} for s in sections},
     }
     payload = dumps(summary, indent=1, default=str)  # strict JSON: NaN is null
-    atomic_write_bytes(folder / "summary.json", payload.encode())
+    atomic_write_bytes(run.folder / "summary.json", payload.encode())
