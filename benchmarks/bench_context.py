@@ -8,12 +8,16 @@ before the call (a thread samples ``/proc/self/statm`` every 50 ms), or, when th
 up-front check refuses the request, the refusal's message and the seconds it took to
 refuse (no work is done, so it returns at once).
 
+The JSON is written after every case, and a rerun with the same ``--out`` keeps the cases
+it does not run again (``--only``).
+
 Usage:
     .venv/bin/python benchmarks/bench_context.py [--n 8192] [--only forward,collapse]
         [--out benchmarks/results/context.json]
 """
 
 import argparse
+import json
 import os
 import threading
 import time
@@ -25,6 +29,7 @@ from _common import finish, machine_facts
 
 import oversquash_lens as osl
 from oversquash_lens.analyzers._memory import gib
+from oversquash_lens.results import atomic_write_bytes
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -101,6 +106,14 @@ def main() -> None:
         "view": lambda: osl.render.attention_heads(model, tokens, paths=False),
     }
     numbers: dict[str, Any] = {"model": args.model, "backend": args.backend, "n": n}
+    if args.out is not None and args.out.exists():  # keep the cases an earlier run measured
+        earlier = json.loads(args.out.read_text())
+        if (earlier.get("model"), earlier.get("backend"), earlier.get("n")) == (
+            args.model,
+            args.backend,
+            n,
+        ):
+            numbers = earlier
     numbers["longest_collapse_tokens"] = int(longest.shape[1])
     numbers.update(machine_facts())
     with torch.no_grad():
@@ -113,6 +126,8 @@ def main() -> None:
                 numbers[name] = measure(name, call)
         else:
             numbers[name] = measure(name, call)
+        if args.out is not None:  # after every case: a long run that stops keeps its numbers
+            atomic_write_bytes(args.out, (json.dumps(numbers, indent=2) + "\n").encode())
     if "forward" in numbers and "collapse" in numbers and numbers["collapse"]["ran"]:
         ratio = numbers["collapse"]["seconds"] / numbers["forward"]["seconds"]
         numbers["collapse_over_forward"] = round(ratio, 2)
