@@ -393,29 +393,16 @@ def _report(args: Any) -> int:
         raise UsageError(f"unknown suite {args.suite!r}: choose one of {', '.join(SUITES)}")
     precisions = parse_precisions(args.precision)
     _check_precisions(precisions)
-    options = {"backend": args.backend, "dtype": args.dtype, "device": args.device}
+    options: dict[str, Any] = {
+        "quick": args.quick,
+        "progress": not (args.no_progress or args.json),
+        "precisions": precisions,
+        "load_options": {"backend": args.backend, "dtype": args.dtype, "device": args.device},
+    }
     if args.shard is not None:
-        path = report_shard(
-            args.model,
-            args.suite,
-            args.out,
-            args.shard,
-            quick=args.quick,
-            progress=not (args.no_progress or args.json),
-            precisions=precisions,
-            load_options=options,
-        )
+        path = report_shard(args.model, args.suite, args.out, args.shard, **options)
         return _shard_written(args, path)
-    page = report(
-        args.model,
-        args.suite,
-        args.out,
-        quick=args.quick,
-        progress=not (args.no_progress or args.json),
-        precisions=precisions,
-        load_options=options,
-    )
-    return _report_written(args, page)
+    return _report_written(args, report(args.model, args.suite, args.out, **options))
 
 
 def _report_written(args: Any, page: Path) -> int:

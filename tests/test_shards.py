@@ -53,6 +53,17 @@ def run_all(commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]
     return done
 
 
+def merge_cli(files: list[str], out: Path) -> None:
+    """`oversquash-lens merge FILES --out OUT --json`, which must succeed."""
+    merged = subprocess.run(
+        [*CLI, "merge", *files, "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert merged.returncode == 0, merged.stderr
+
+
 SWEEPS = {
     "collapse": [
         "collapse",
@@ -90,13 +101,7 @@ def test_three_shard_processes_merge_into_the_unsharded_run(sweep: str, tmp_path
     held = [len(Checkpoint.read(f).names()) - 1 for f in files]
     assert all(h > 0 for h in held) and sum(held) > max(held)
 
-    merged = subprocess.run(
-        [*CLI, "merge", *files, "--out", str(tmp_path / "merged"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert merged.returncode == 0, merged.stderr
+    merge_cli(files, tmp_path / "merged")
     load = osl.CollapseResult.load if sweep == "collapse" else osl.BehaviourResult.load
     same_result(
         load(tmp_path / "merged" / f"{sweep}.npz"), load(tmp_path / "unsharded" / f"{sweep}.npz")
@@ -231,13 +236,7 @@ def test_three_report_shard_processes_merge_into_the_unsharded_report(tmp_path: 
     assert [Path(f).name for f in files] == [f"report.shard-{i}-of-3.json" for i in (1, 2, 3)]
     steps = [json.loads(Path(f).read_text())["steps"] for f in files]
     assert all(steps) and len({s for step in steps for s in step}) == sum(map(len, steps))
-    merged = subprocess.run(
-        [*CLI, "merge", *files, "--out", str(tmp_path / "merged"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert merged.returncode == 0, merged.stderr
+    merge_cli(files, tmp_path / "merged")
     pages = [(tmp_path / d / "report.html").read_text() for d in ("merged", "unsharded")]
     assert _without_timings(pages[0]) == _without_timings(pages[1])
     summaries = [

@@ -29,7 +29,6 @@ from typing import Any
 from .._errors import CheckpointError, CheckpointMismatchError
 from .._json import dumps
 from .._shards import Shard
-from ..models import load_model
 from ..render._page import Component, Html, Rendered
 from ..results import Provenance, atomic_write_bytes
 from ._plan import get_suite
@@ -69,9 +68,8 @@ def report_shard(
         The shard's file, ``out/report.shard-I-of-N.json``, for :func:`merge_report`.
     """
     plan = get_suite(suite, quick=quick, precisions=precisions)  # fails before loading
-    if isinstance(model, str):
-        model = load_model(model, **(load_options or {}))
-    run = start_run(model, plan, out, None, figure_formats)
+    run = start_run(model, plan, out, load_options, figure_formats)
+    assert run.adapter is not None  # a run that starts has its model
     path = run.folder / f"report.shard-{shard.index}-of-{shard.count}.json"
     mine = shard_steps(plan.steps, shard)
     meta = {
@@ -83,7 +81,7 @@ def report_shard(
         "formats": list(run.formats),
         "shard": [shard.index, shard.count],
         "steps": [step.key for step in mine],
-        "fingerprint": run.adapter.fingerprint() if run.adapter else None,
+        "fingerprint": run.adapter.fingerprint(),
         "provenance": run.provenance.to_dict(),
         "load_seconds": run.load_seconds,
     }
