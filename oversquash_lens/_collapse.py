@@ -27,9 +27,16 @@ from ._errors import CheckpointError, UnsupportedArchitectureError
 from ._generate import greedy_continuation
 from ._progress import progress_bar
 from ._run_precision import parse_precision, precision_context
-from .analyzers._collapse_math import METRICS, distances
+from .analyzers._collapse_math import METRICS
 from .analyzers._collapse_plan import Unit, plan
-from .analyzers._collapse_probe import CollapseProbe, HeadSpec, Representations, compare_arrays
+from .analyzers._collapse_probe import (
+    CollapseProbe,
+    HeadSpec,
+    Representations,
+    Side,
+    compare_sides,
+    floor_distances,
+)
 from .analyzers._collapse_result import CollapseResult
 from .analyzers._memory import Part, kept_bytes
 from .precision import FloatFormat, FormatLike
@@ -40,8 +47,10 @@ from .tasks._custom import PairFamily
 
 Mode = Literal["shared", "independent"]
 RECIPE = "recipe"  # the checkpoint entry of a shard's plan
-_CHUNK = 32  # pairs compared at once: bounds the float64 copies of the logits
-_COMPARE_COPIES = 10  # float64-sized copies of one chunk alive while it is compared
+_CHUNK = 16  # pairs compared at once: bounds the float64 copies of the logits
+_COMPARE_COPIES = 16  # float64-sized rows per pair of a chunk alive while it is compared:
+# up to 4 distinct places per pair, each a float64 copy, its rounding and its keys, and the
+# differences of the pairs
 
 
 def _run_passes(
@@ -95,48 +104,66 @@ def check_memory(adapter: ModelAdapter, units: list[Unit], heads: HeadSpec) -> N
     memory.check(adapter, [probe], names, 1, max(lengths), grad=False, extra=held)
 
 
-def _gather(reps: list[Representations], where: list[tuple[int, int]]) -> dict[str, Tensor]:
-    """The kept vectors at ``(pass, position)`` places, in order, one gather per pass."""
-    out: dict[str, Tensor] = {}
-    for key in ("residual", "heads", "logits"):
-        first = getattr(reps[where[0][0]], key)[0]
-        values = first.new_empty((len(where), *first.shape[1:]))
-        for p, rep in enumerate(reps):
-            slots = [j for j, (q, _) in enumerate(where) if q == p]
-            if slots:
-                kept = torch.tensor([rep.positions.index(where[j][1]) for j in slots])
-                values[torch.tensor(slots)] = getattr(rep, key)[0].index_select(0, kept)
-        out[key] = values
-    return out
+class _Places:
+    """The kept vectors of one chunk's places, prepared once per pass (no copy first)."""
+
+    def __init__(
+        self, reps: list[Representations], places: set[tuple[int, int]], fmt: FloatFormat
+    ) -> None:
+        self.slots: dict[tuple[int, int], tuple[int, int]] = {}  # place -> (pass, row)
+        self.sides: dict[int, Side] = {}
+        for q in sorted({q for q, _ in places}):
+            rep = reps[q]
+            row_of = {pos: i for i, pos in enumerate(rep.positions)}
+            positions = sorted(pos for p, pos in places if p == q)
+            kept = [row_of[pos] for pos in positions]
+            self.slots.update({(q, pos): (q, i) for i, pos in enumerate(positions)})
+            residual, heads, logits = (
+                _rows(t[0], kept) for t in (rep.residual, rep.heads, rep.logits)
+            )
+            self.sides[q] = Side.of(residual, heads, logits, fmt)
+
+    def rows(self, where: list[tuple[int, int]]) -> Side:
+        """The prepared rows at ``where``, in order."""
+        at = [self.slots[place] for place in where]
+        passes = {q for q, _ in at}
+        if len(passes) == 1:
+            return self.sides[passes.pop()].rows([i for _, i in at])
+        return Side.cat([self.sides[q].rows([i]) for q, i in at])
+
+
+def _rows(t: Tensor, index: list[int]) -> Tensor:
+    if index == list(range(index[0], index[0] + len(index))):
+        return t.narrow(0, index[0], len(index))
+    return t.index_select(0, torch.tensor(index, dtype=torch.long, device=t.device))
 
 
 def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[str, Tensor]:
-    """Metrics for every pair of a unit, ``[pairs, ...]``, compared in chunks."""
+    """Metrics for every pair of a unit, ``[pairs, ...]``, compared in chunks.
+
+    Each chunk's distinct places are prepared once: in a sweep pair k's longer side is
+    pair k + 1's shorter one, and the noise floor re-reads the shorter one.
+    """
     chunks: list[dict[str, Tensor]] = []
     for start in range(0, len(unit.pairs), _CHUNK):
         stop = start + _CHUNK
-        a, b = _gather(reps, unit.a[start:stop]), _gather(reps, unit.b[start:stop])
-        metrics = compare_arrays(
-            a["residual"], b["residual"], a["heads"], b["heads"], a["logits"], b["logits"], fmt
-        )
-        noise_where = unit.noise[start:stop]
+        a_at, b_at, noise_at = unit.a[start:stop], unit.b[start:stop], unit.noise[start:stop]
+        known = [j for j, n in enumerate(noise_at) if n is not None]
+        first = [noise_at[j][0] for j in known]  # type: ignore[index]
+        second = [noise_at[j][1] for j in known]  # type: ignore[index]
+        places = _Places(reps, {*a_at, *b_at, *first, *second}, fmt)
+        metrics = compare_sides(places.rows(a_at), places.rows(b_at))
         n_points = metrics["distances"].shape[-2]
         noise = torch.full(
-            (len(noise_where), n_points, len(METRICS)), float("nan"), dtype=torch.float64
+            (len(noise_at), n_points, len(METRICS)), float("nan"), dtype=torch.float64
         )
         head_noise = torch.full_like(metrics["head_distances"], float("nan"))
-        known = [j for j, n in enumerate(noise_where) if n is not None]
         if known:
-            first = _gather(reps, [noise_where[j][0] for j in known])  # type: ignore[index]
-            second = _gather(reps, [noise_where[j][1] for j in known])  # type: ignore[index]
-            floor = distances(first["residual"], second["residual"])
-            if first["logits"].shape[-1]:
-                logit_floor = distances(first["logits"], second["logits"]).unsqueeze(-2)
-                floor = torch.cat([floor, logit_floor], dim=-2)
-            noise[known] = floor
-            head_noise[known] = distances(first["heads"], second["heads"])
+            floor, head_floor = floor_distances(places.rows(first), places.rows(second))
+            noise[known], head_noise[known] = floor, head_floor
         metrics["noise"], metrics["head_noise"] = noise, head_noise
         chunks.append(metrics)
+        del places
     return {key: torch.cat([c[key] for c in chunks]) for key in chunks[0]}
 
 

@@ -253,6 +253,59 @@ def test_shared_and_independent_agree_within_the_noise_floor(load, backend, name
         assert float(independent.noise.nan_to_num(0).max()) < 1e-12
 
 
+@pytest.mark.parametrize("fmt", ["float32", "bfloat16", "emulate:float8_e4m3"])
+def test_measuring_each_place_once_gives_the_per_pair_numbers(load, monkeypatch, fmt) -> None:
+    """The sweep prepares each kept vector once and reads pairs as views of it: the same
+    numbers, bit for bit, as comparing every pair on its own copies, for consecutive and
+    scattered rows, rows from two passes, chunk edges, NaNs and tied logits."""
+    from oversquash_lens import _collapse
+    from oversquash_lens.analyzers._collapse_plan import Unit
+    from oversquash_lens.analyzers._collapse_probe import compare_arrays
+
+    model = load("tiny-llama", BACKENDS[0])
+    spec = parse_precision(fmt, torch.device("cpu"), torch.float32).fmt
+    family = osl.tasks.repeated_last("1")
+    chain = plan(
+        [(tuple(p.a.tolist()), tuple(p.b.tolist())) for p in family.pairs(model, range(1, 12))],
+        "shared",
+    )[0]
+    reps = _collapse._run_passes(model, chain, True, torch.device("cpu"))
+    row3, row4 = reps[0].positions.index(3), reps[0].positions.index(4)
+    reps[0].residual[0, row3, 2, :5] = float("nan")  # one point of one place: NaN
+    reps[0].logits[0, row4, :2] = reps[0].logits[0, row4].max()  # a tie for the top token
+    unit = Unit(
+        chain.passes,
+        [0, 1, 2, 3, 4],
+        a=[(0, 3), (0, 4), (1, 7), (0, 2), (0, 9)],
+        b=[(0, 4), (0, 5), (0, 3), (1, 2), (0, 10)],
+        noise=[((0, 3), (1, 3)), None, ((1, 8), (0, 8)), ((0, 9), (1, 9)), ((0, 4), (1, 2))],
+    )
+    monkeypatch.setattr(_collapse, "_CHUNK", 2)  # chunks of 2, 2 and 1 pairs
+    got = _collapse._measure(reps, unit, spec)
+
+    def at(place):
+        rep = reps[place[0]]
+        row = rep.positions.index(place[1])
+        return rep.residual[0, row].clone(), rep.heads[0, row].clone(), rep.logits[0, row].clone()
+
+    for j in range(len(unit.pairs)):
+        (ra, ha, la), (rb, hb, lb) = at(unit.a[j]), at(unit.b[j])
+        want = compare_arrays(ra, rb, ha, hb, la, lb, spec)
+        floor_at = unit.noise[j]
+        if floor_at is None:
+            want["noise"] = torch.full_like(want["distances"], float("nan"))
+            want["head_noise"] = torch.full_like(want["head_distances"], float("nan"))
+        else:
+            (r1, h1, l1), (r2, h2, l2) = at(floor_at[0]), at(floor_at[1])
+            logit_floor = distances(l1, l2).unsqueeze(0)
+            want["noise"] = torch.cat([distances(r1, r2), logit_floor])
+            want["head_noise"] = distances(h1, h2)
+        for key, expected in want.items():
+            torch.testing.assert_close(got[key][j], expected, rtol=0, atol=0, equal_nan=True)
+    assert bool(got["ulps"][0].isnan().any()) and bool(got["distances"][0].isnan().any())
+    assert int(got["argmax_a"][1]) == 0  # the first of the tied tokens
+
+
 def test_fixed_final_family_runs_pairwise(load) -> None:
     model = load("tiny-gpt2", BACKENDS[0])
     result = osl.collapse(model, osl.tasks.fixed_final("1", "0"), [1, 4], progress=False)

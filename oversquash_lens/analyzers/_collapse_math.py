@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Bool, Float, Float64
 from torch import Tensor
 
-from ..precision import FormatLike, get_format, round_to_format, ulp_distance
+from ..precision import FloatFormat, FormatLike, get_format, round_to_format, ulp_index
 
 METRICS = ("l1", "l2", "linf", "cosine")
 
@@ -50,24 +50,7 @@ def distances(
         >>> distances(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
         tensor([2.0000, 1.4142, 1.0000, 1.0000], dtype=torch.float64)
     """
-    if a.shape != b.shape:
-        raise ValueError(f"cannot compare shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    a64, b64 = a.to(torch.float64), b.to(torch.float64)
-    diff = a64 - b64
-    absolute = diff.abs()
-    l1 = absolute.sum(-1)
-    l2 = torch.linalg.vector_norm(diff, dim=-1)
-    linf = absolute.amax(-1) if diff.shape[-1] else torch.zeros_like(l1)
-    del absolute
-    na, nb = torch.linalg.vector_norm(a64, dim=-1), torch.linalg.vector_norm(b64, dim=-1)
-    both_zero = (na == 0) & (nb == 0)
-    one_zero = (na == 0) ^ (nb == 0)
-    # 1 − cos = (‖a − b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖): exact 0 for equal vectors and no
-    # cancellation for nearly equal ones (the interesting case here), no extra copies.
-    tiny = torch.finfo(torch.float64).tiny
-    half_chord = ((l2 - (na - nb).abs()) * (l2 + (na - nb).abs())) / (2 * na * nb).clamp_min(tiny)
-    cosine = torch.where(both_zero, 0.0, torch.where(one_zero, 1.0, half_chord.clamp(0, 2)))
-    return torch.stack([l1, l2, linf, cosine], dim=-1)
+    return pair_distances(Prepared.of(a), Prepared.of(b))
 
 
 @dataclass(frozen=True)
@@ -103,19 +86,151 @@ def compare_in_format(
         tensor([True])
     """
     spec = get_format(fmt)
-    if a.shape[-1] == 0:
-        zeros = torch.zeros(a.shape[:-1], dtype=torch.float64)
+    return pair_in_format(Prepared.of(a, spec, norms=False), Prepared.of(b, spec, norms=False))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Rows of representations, with what every comparison among them reuses.
+
+    Comparing many pairs drawn from few distinct representations (a sweep reads pair k's
+    second side again as pair k + 1's first) costs one float64 copy, one norm and one
+    rounding per representation instead of one per pair. :meth:`rows` picks rows without
+    copying when they are consecutive.
+
+    Attributes:
+        values: ``[rows, ..., d]`` float64 copies of the values.
+        norms: ``[rows, ...]`` their L2 norms (None when not asked for).
+        fmt: The format of the comparison in a format, or None.
+        order: ``[rows, ..., d]`` integers ordered like the values in ``fmt`` (the bit
+            patterns of a native format in its own integer width, else the float64 ULP
+            indices), or None without a format.
+        nan: ``[rows, ...]`` a NaN along ``d`` after rounding to ``fmt``.
+        rounded: ``[rows, ..., d]`` float64 values rounded to ``fmt``; None when rounding
+            changes nothing (the format holds every value of the stored dtype).
+    """
+
+    values: Float64[Tensor, " *shape d"]
+    norms: Float64[Tensor, " *shape"] | None
+    fmt: FloatFormat | None = None
+    order: Tensor | None = None
+    nan: Bool[Tensor, " *shape"] | None = None
+    rounded: Float64[Tensor, " *shape d"] | None = None
+
+    @classmethod
+    def of(cls, x: Tensor, fmt: FloatFormat | None = None, *, norms: bool = True) -> "Prepared":
+        """Prepare ``x`` (any floating dtype) for distances and, with ``fmt``, a format."""
+        values = x.to(torch.float64)
+        norm = torch.linalg.vector_norm(values, dim=-1) if norms else None
+        if fmt is None or x.shape[-1] == 0:
+            return cls(values, norm, fmt)
+        if fmt.torch_dtype in _BITS and fmt == get_format(fmt.torch_dtype):
+            cast = x.to(fmt.torch_dtype)
+            order = _key(cast, _BITS[fmt.torch_dtype])
+            exact = torch.promote_types(x.dtype, fmt.torch_dtype) == fmt.torch_dtype
+            rounded = None if exact else cast.to(torch.float64)
+            # a cast to a torch dtype makes no NaN and keeps every NaN, and a norm is NaN
+            # exactly when an element is: the norms already say where the NaNs are
+            nan = norm.isnan() if norm is not None else values.isnan().any(-1)
+            return cls(values, norm, fmt, order, nan, rounded)
+        rounded = round_to_format(values, fmt)
+        order = ulp_index(rounded, fmt)
+        return cls(values, norm, fmt, order, order.isnan().any(-1), rounded)
+
+    @classmethod
+    def cat(cls, parts: "list[Prepared]") -> "Prepared":
+        """The rows of ``parts``, one after the other (all prepared alike)."""
+
+        def join(field: str) -> Tensor | None:
+            tensors = [getattr(p, field) for p in parts]
+            return None if tensors[0] is None else torch.cat(tensors)
+
+        return cls(
+            join("values"),  # type: ignore[arg-type]
+            join("norms"),
+            parts[0].fmt,
+            join("order"),
+            join("nan"),
+            join("rounded"),
+        )
+
+    def rows(self, index: list[int]) -> "Prepared":
+        """The rows ``index`` (views when they are consecutive and ascending)."""
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            if t is None:
+                return None
+            if index and index == list(range(index[0], index[0] + len(index))):
+                return t.narrow(0, index[0], len(index))
+            return t.index_select(0, torch.tensor(index, dtype=torch.long, device=t.device))
+
+        return Prepared(
+            pick(self.values),  # type: ignore[arg-type]
+            pick(self.norms),
+            self.fmt,
+            pick(self.order),
+            pick(self.nan),
+            pick(self.rounded),
+        )
+
+
+def pair_distances(a: Prepared, b: Prepared) -> Float64[Tensor, " *shape metric"]:
+    """:func:`distances` between the rows of ``a`` and of ``b`` (see there)."""
+    if a.norms is None or b.norms is None:
+        raise ValueError("pair_distances needs rows prepared with norms=True")
+    _same_shape(a.values, b.values)
+    diff = a.values - b.values
+    absolute = diff.abs()
+    l1 = absolute.sum(-1)
+    l2 = torch.linalg.vector_norm(diff, dim=-1)
+    linf = absolute.amax(-1) if diff.shape[-1] else torch.zeros_like(l1)
+    del absolute, diff
+    na, nb = a.norms, b.norms
+    both_zero = (na == 0) & (nb == 0)
+    one_zero = (na == 0) ^ (nb == 0)
+    # 1 − cos = (‖a − b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖): exact 0 for equal vectors and no
+    # cancellation for nearly equal ones (the interesting case here), no extra copies.
+    tiny = torch.finfo(torch.float64).tiny
+    half_chord = ((l2 - (na - nb).abs()) * (l2 + (na - nb).abs())) / (2 * na * nb).clamp_min(tiny)
+    cosine = torch.where(both_zero, 0.0, torch.where(one_zero, 1.0, half_chord.clamp(0, 2)))
+    return torch.stack([l1, l2, linf, cosine], dim=-1)
+
+
+def pair_in_format(
+    a: Prepared, b: Prepared, *, linf: Float64[Tensor, " *shape"] | None = None
+) -> FormatComparison:
+    """:func:`compare_in_format` between the rows of ``a`` and of ``b``.
+
+    ``linf``: the float64 L∞ distance of the unrounded values, when already computed; it
+    is reused where rounding changes nothing.
+    """
+    spec = a.fmt
+    if spec is None or b.fmt != spec:
+        raise ValueError("pair_in_format needs both sides prepared with the same format")
+    _same_shape(a.values, b.values)
+    if a.values.shape[-1] == 0:
+        zeros = torch.zeros(a.values.shape[:-1], dtype=torch.float64)
         return FormatComparison(zeros == 0, zeros, zeros, zeros)
-    if spec.torch_dtype in _BITS and spec == get_format(spec.torch_dtype):
-        ulps, linf = _native_ulps(a, b, spec.torch_dtype)
-    else:
-        a64 = round_to_format(a.to(torch.float64), spec)
-        b64 = round_to_format(b.to(torch.float64), spec)
-        ulps = ulp_distance(a64, b64, spec).amax(-1)
-        linf = (a64 - b64).abs().amax(-1)
+    assert a.order is not None and b.order is not None and a.nan is not None
+    assert b.nan is not None
+    if a.order.dtype in (torch.float64, torch.int64):  # ULP indices or float64's keys:
+        # distances beyond 2^53 are not exact in float64 anyway, and int64 could overflow
+        ulps = (a.order.to(torch.float64) - b.order.to(torch.float64)).abs().amax(-1)
+    else:  # keys fit the format's own integer width; their difference needs 64 bits
+        ulps = (a.order.to(torch.int64) - b.order).abs().amax(-1).to(torch.float64)
+    ulps = torch.where(a.nan | b.nan, float("nan"), ulps)
+    if a.rounded is not None and b.rounded is not None:
+        linf = (a.rounded - b.rounded).abs().amax(-1)
+    elif linf is None:
+        linf = (a.values - b.values).abs().amax(-1)
     return FormatComparison(
         bitwise_equal=ulps == 0, ulps=ulps, linf=linf, eps_ratio=linf / spec.epsilon
     )
+
+
+def _same_shape(a: Tensor, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare shapes {tuple(a.shape)} and {tuple(b.shape)}")
 
 
 _BITS = {
@@ -126,36 +241,20 @@ _BITS = {
 }
 
 
-def _native_ulps(a: Tensor, b: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """ULP distances for a format torch has: cast (round to nearest even), compare bits.
-
-    Same numbers as :func:`~oversquash_lens.precision.ulp_distance` (a test checks it),
-    several times faster: the bit patterns of a sign-magnitude float, read as integers,
-    are ordered like the values. Returns the largest distance along the last axis (NaN
-    where either side holds a NaN) and the L∞ distance of the cast values, both float64.
-    """
-    ca, cb = a.to(dtype), b.to(dtype)
-    bits = _BITS[dtype]
-    if dtype == torch.float64:  # distances beyond 2^53 are not exact in float64 anyway
-        ulps = (_key(ca, bits).to(torch.float64) - _key(cb, bits).to(torch.float64)).abs()
-        ulps = ulps.amax(-1)
-    else:  # keys fit the format's own integer width; their difference needs 64 bits
-        ulps = (_key(ca, bits).to(torch.int64) - _key(cb, bits)).abs().amax(-1)
-        ulps = ulps.to(torch.float64)
-    nan = (ca.isnan() | cb.isnan()).any(-1)
-    ulps = torch.where(nan, float("nan"), ulps)
-    linf = (ca.to(torch.float64) - cb.to(torch.float64)).abs().amax(-1)
-    return ulps, linf
-
-
 def _key(x: Tensor, bits: torch.dtype) -> Tensor:
     """Integers ordered like the float values of ``x`` (-0 and +0 both map to 0).
 
-    A negative float's bit pattern, read as a signed integer, is ``MIN + magnitude``;
-    ``MIN - raw`` is then ``-magnitude``, computed without overflow in the same width.
+    The bit patterns of a sign-magnitude float, read as integers, are ordered like the
+    values once the negatives are flipped: the key is the magnitude bits, negated where
+    the sign bit is set (``(m ^ s) - s`` with ``s`` = 0 or -1, all in the format's own
+    width, no overflow). Same ULP counts as
+    :func:`~oversquash_lens.precision.ulp_distance` (a test checks it), several times
+    faster; arithmetic on the bits is also about 3× faster than ``torch.where`` on them.
     """
     raw = x.view(bits)
-    return torch.where(raw < 0, torch.iinfo(bits).min - raw, raw)
+    sign = raw >> (torch.iinfo(bits).bits - 1)  # arithmetic shift: 0 or -1
+    key = raw & torch.iinfo(bits).max  # the magnitude bits
+    return key.bitwise_xor_(sign).sub_(sign)
 
 
 def first_stable(flags: Bool[Tensor, " length"]) -> int | None:

@@ -20,11 +20,11 @@ from .._checks import require_int
 from .._errors import IncompatibleRunError
 from .._types import Tokens
 from ..plotting import log_axes, precision_lines, style
-from ..precision import FormatLike, get_format
+from ..precision import FloatFormat, FormatLike, get_format
 from ..results import Provenance, Result
 from ..results._describe import short_point
 from ._base import Analyzer, RunRecord
-from ._collapse_math import METRICS, compare_in_format, distances, metric_index
+from ._collapse_math import METRICS, Prepared, metric_index, pair_distances, pair_in_format
 from ._memory import ModelShape, Part, kept_bytes
 
 if TYPE_CHECKING:  # a type only: these take any object with the adapter's attributes
@@ -181,29 +181,81 @@ def compare_arrays(
         [*pair, layer, head, 4]``, ``bitwise_equal``/``ulps``/``eps_ratio``
         ``[*pair, point(+1)]``, ``argmax_a``/``argmax_b`` ``[*pair]`` (-1 without logits).
     """
-    with_logits = logits_a.shape[-1] > 0
-    dist = distances(residual_a, residual_b)
-    in_format = compare_in_format(residual_a, residual_b, fmt)
+    spec = get_format(fmt)
+    a = Side.of(residual_a, heads_a, logits_a, spec)
+    b = Side.of(residual_b, heads_b, logits_b, spec)
+    return compare_sides(a, b)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of many comparisons: kept representations, each prepared once.
+
+    See :class:`~oversquash_lens.analyzers._collapse_math.Prepared`.
+    """
+
+    residual: Prepared
+    heads: Prepared
+    logits: Prepared
+    argmax: Tensor  # [rows] (-1 without logits)
+
+    @classmethod
+    def of(cls, residual: Tensor, heads: Tensor, logits: Tensor, fmt: FloatFormat) -> "Side":
+        """Prepare residual points and logits for ``fmt``, heads for distances only."""
+        with_logits = logits.shape[-1] > 0
+        argmax = (  # max's indices: argmax's numbers (first of ties, NaN first), ~3× faster
+            logits.max(-1).indices
+            if with_logits
+            else torch.full(residual.shape[:-2], -1, dtype=torch.long)
+        )
+        return cls(Prepared.of(residual, fmt), Prepared.of(heads), Prepared.of(logits, fmt), argmax)
+
+    @classmethod
+    def cat(cls, sides: "list[Side]") -> "Side":
+        """The rows of ``sides``, one after the other (copies)."""
+        parts = [[s.residual, s.heads, s.logits] for s in sides]
+        residual, heads, logits = (
+            Prepared.cat(list(column)) for column in zip(*parts, strict=True)
+        )
+        return cls(residual, heads, logits, torch.cat([s.argmax for s in sides]))
+
+    def rows(self, index: list[int]) -> "Side":
+        """The rows ``index`` of every part (views when consecutive)."""
+        argmax = self.argmax.index_select(0, torch.tensor(index, dtype=torch.long))
+        return Side(
+            self.residual.rows(index), self.heads.rows(index), self.logits.rows(index), argmax
+        )
+
+
+def compare_sides(a: Side, b: Side) -> dict[str, Tensor]:
+    """:func:`compare_arrays` on prepared sides: row i of ``a`` against row i of ``b``."""
+    dist = pair_distances(a.residual, b.residual)
+    in_format = pair_in_format(a.residual, b.residual, linf=dist[..., 2])
     equal, ulps, ratio = in_format.bitwise_equal, in_format.ulps, in_format.eps_ratio
-    if with_logits:
-        dist = torch.cat([dist, distances(logits_a, logits_b).unsqueeze(-2)], dim=-2)
-        logit_format = compare_in_format(logits_a, logits_b, fmt)
+    if a.logits.values.shape[-1] > 0:
+        logit_dist = pair_distances(a.logits, b.logits)
+        dist = torch.cat([dist, logit_dist.unsqueeze(-2)], dim=-2)
+        logit_format = pair_in_format(a.logits, b.logits, linf=logit_dist[..., 2])
         equal = torch.cat([equal, logit_format.bitwise_equal.unsqueeze(-1)], dim=-1)
         ulps = torch.cat([ulps, logit_format.ulps.unsqueeze(-1)], dim=-1)
         ratio = torch.cat([ratio, logit_format.eps_ratio.unsqueeze(-1)], dim=-1)
-        argmax_a, argmax_b = logits_a.argmax(-1), logits_b.argmax(-1)
-    else:
-        argmax_a = torch.full(residual_a.shape[:-2], -1, dtype=torch.long)
-        argmax_b = argmax_a.clone()
     return {
         "distances": dist,
-        "head_distances": distances(heads_a, heads_b),
+        "head_distances": pair_distances(a.heads, b.heads),
         "bitwise_equal": equal,
         "ulps": ulps,
         "eps_ratio": ratio,
-        "argmax_a": argmax_a,
-        "argmax_b": argmax_b,
+        "argmax_a": a.argmax,
+        "argmax_b": b.argmax,
     }
+
+
+def floor_distances(a: Side, b: Side) -> tuple[Tensor, Tensor]:
+    """The noise floor between two sides: point distances (logits last) and head distances."""
+    floor = pair_distances(a.residual, b.residual)
+    if a.logits.values.shape[-1] > 0:
+        floor = torch.cat([floor, pair_distances(a.logits, b.logits).unsqueeze(-2)], dim=-2)
+    return floor, pair_distances(a.heads, b.heads)
 
 
 class CollapseProbe(Analyzer[Representations]):
@@ -262,7 +314,10 @@ class CollapseProbe(Analyzer[Representations]):
     def keep(self, name: str, activation: Tensor) -> Tensor:
         """Only the kept positions, ``[batch, kept, ...]``, copied to the CPU."""
         index = _absolute(self.positions, activation.shape[1])
-        picked = activation.detach()[:, index]  # a list index: always a new tensor
+        if index == list(range(index[0], index[0] + len(index))):  # a slice copies faster
+            picked = activation.detach()[:, index[0] : index[0] + len(index)].clone()
+        else:
+            picked = activation.detach()[:, index]  # a list index: always a new tensor
         return picked.to("cpu")
 
     def compute(self, run: RunRecord) -> Representations:

@@ -32,7 +32,8 @@ def logits_transformed(model: Any) -> bool:
     """Whether the logits ``model`` returns differ from its unembedding's output.
 
     Decided once per model by a two-token probe pass (this package's hooks stay silent
-    in it; the user's own hooks on the model do run).
+    in it; the user's own hooks on the model do run), or by any :func:`probe_logits`
+    pass made before.
 
     Example:
         >>> import oversquash_lens as osl
@@ -42,9 +43,21 @@ def logits_transformed(model: Any) -> bool:
     known = _TRANSFORMS.get(model)
     if known is not None:
         return known
+    probe_logits(model, probe_ids(model, 2))
+    return _TRANSFORMS[model]
+
+
+def probe_logits(model: Any, tokens: Tensor) -> Any:
+    """One silent pass over ``tokens`` that also settles :func:`logits_transformed`.
+
+    Other probes run their pass through this one, so that a model's first analysis pays
+    for one probe pass, not one per question (each costs a whole forward's fixed work:
+    TransformerLens copies the MLP weights on every call). Returns what the model returned.
+    """
     unembed = _unembed(model)
     if unembed is None:
-        return True
+        _TRANSFORMS[model] = True
+        return silent_pass(model, tokens)
     seen: list[Tensor] = []
     registered = ModuleHooks()
 
@@ -52,14 +65,12 @@ def logits_transformed(model: Any) -> bool:
         if isinstance(output, Tensor):
             seen.append(output)
 
-    probe = probe_ids(model, 2)
     with guarded(registered.remove_all):
         registered.add(unembed, lambda: unembed.register_forward_hook(keep))
-        returned = silent_pass(model, probe)
+        returned = silent_pass(model, tokens)
     same = bool(seen) and isinstance(returned, Tensor) and returned.shape == seen[-1].shape
-    transformed = not (same and torch.equal(returned.to(seen[-1].device), seen[-1]))
-    _TRANSFORMS[model] = transformed
-    return transformed
+    _TRANSFORMS[model] = not (same and torch.equal(returned.to(seen[-1].device), seen[-1]))
+    return returned
 
 
 def _returned_logits(output: Any, like: Tensor) -> Tensor | None:
