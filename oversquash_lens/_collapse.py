@@ -47,7 +47,7 @@ from .tasks._custom import PairFamily
 
 Mode = Literal["shared", "independent"]
 RECIPE = "recipe"  # the checkpoint entry of a shard's plan
-_CHUNK = 16  # pairs compared at once: bounds the float64 copies of the logits
+_CHUNK = 8  # pairs compared at once: bounds the float64 copies of the logits
 _COMPARE_COPIES = 16  # float64-sized rows per pair of a chunk alive while it is compared:
 # up to 4 distinct places per pair, each a float64 copy, its rounding and its keys, and the
 # differences of the pairs
@@ -108,8 +108,13 @@ class _Places:
     """The kept vectors of one chunk's places, prepared once per pass (no copy first)."""
 
     def __init__(
-        self, reps: list[Representations], places: set[tuple[int, int]], fmt: FloatFormat
+        self,
+        reps: list[Representations],
+        places: set[tuple[int, int]],
+        fmt: FloatFormat,
+        compared: set[tuple[int, int]],
     ) -> None:
+        """``compared``: the places also compared in ``fmt`` (the others: distances only)."""
         self.slots: dict[tuple[int, int], tuple[int, int]] = {}  # place -> (pass, row)
         self.sides: dict[int, Side] = {}
         for q in sorted({q for q, _ in places}):
@@ -118,10 +123,9 @@ class _Places:
             positions = sorted(pos for p, pos in places if p == q)
             kept = [row_of[pos] for pos in positions]
             self.slots.update({(q, pos): (q, i) for i, pos in enumerate(positions)})
-            residual, heads, logits = (
-                _rows(t[0], kept) for t in (rep.residual, rep.heads, rep.logits)
-            )
-            self.sides[q] = Side.of(residual, heads, logits, fmt)
+            parts = (_rows(t[0], kept) for t in (rep.residual, rep.heads, rep.logits))
+            in_format = fmt if any((q, pos) in compared for pos in positions) else None
+            self.sides[q] = Side.of(*parts, in_format)
 
     def rows(self, where: list[tuple[int, int]]) -> Side:
         """The prepared rows at ``where``, in order."""
@@ -151,7 +155,7 @@ def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[
         known = [j for j, n in enumerate(noise_at) if n is not None]
         first = [noise_at[j][0] for j in known]  # type: ignore[index]
         second = [noise_at[j][1] for j in known]  # type: ignore[index]
-        places = _Places(reps, {*a_at, *b_at, *first, *second}, fmt)
+        places = _Places(reps, {*a_at, *b_at, *first, *second}, fmt, {*a_at, *b_at})
         metrics = compare_sides(places.rows(a_at), places.rows(b_at))
         n_points = metrics["distances"].shape[-2]
         noise = torch.full(

@@ -180,10 +180,10 @@ def pair_distances(a: Prepared, b: Prepared) -> Float64[Tensor, " *shape metric"
         raise ValueError("pair_distances needs rows prepared with norms=True")
     _same_shape(a.values, b.values)
     diff = a.values - b.values
-    absolute = diff.abs()
-    l1 = absolute.sum(-1)
     l2 = torch.linalg.vector_norm(diff, dim=-1)
-    linf = absolute.amax(-1) if diff.shape[-1] else torch.zeros_like(l1)
+    absolute = diff.abs_()  # in place: one buffer fewer
+    l1 = absolute.sum(-1)
+    linf = absolute.amax(-1) if absolute.shape[-1] else torch.zeros_like(l1)
     del absolute, diff
     na, nb = a.norms, b.norms
     both_zero = (na == 0) & (nb == 0)

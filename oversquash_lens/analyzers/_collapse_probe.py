@@ -200,8 +200,11 @@ class Side:
     argmax: Tensor  # [rows] (-1 without logits)
 
     @classmethod
-    def of(cls, residual: Tensor, heads: Tensor, logits: Tensor, fmt: FloatFormat) -> "Side":
-        """Prepare residual points and logits for ``fmt``, heads for distances only."""
+    def of(cls, residual: Tensor, heads: Tensor, logits: Tensor, fmt: FloatFormat | None) -> "Side":
+        """Prepare the residual points and logits for ``fmt``, the heads for distances.
+
+        ``fmt`` None prepares everything for distances only.
+        """
         with_logits = logits.shape[-1] > 0
         argmax = (  # max's indices: argmax's numbers (first of ties, NaN first), ~3× faster
             logits.max(-1).indices
