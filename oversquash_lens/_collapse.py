@@ -123,9 +123,11 @@ class _Places:
             positions = sorted(pos for p, pos in places if p == q)
             kept = [row_of[pos] for pos in positions]
             self.slots.update({(q, pos): (q, i) for i, pos in enumerate(positions)})
-            parts = (_rows(t[0], kept) for t in (rep.residual, rep.heads, rep.logits))
+            residual, heads, logits = (
+                _rows(t[0], kept) for t in (rep.residual, rep.heads, rep.logits)
+            )
             in_format = fmt if any((q, pos) in compared for pos in positions) else None
-            self.sides[q] = Side.of(*parts, in_format)
+            self.sides[q] = Side.of(residual, heads, logits, in_format)
 
     def rows(self, where: list[tuple[int, int]]) -> Side:
         """The prepared rows at ``where``, in order."""
