@@ -15,9 +15,11 @@ from oversquash_lens import _hooknames as names
 from oversquash_lens.analyzers import RunRecord
 from oversquash_lens.analyzers._path_counts import log_path_counts, path_counts
 from oversquash_lens.analyzers._path_math import (
+    _causal_head_sum,
     bound_constants,
     causal_matmul_,
     path_summary,
+    reduce_heads,
     transition_coefficients,
     uniform_path_weights,
 )
@@ -105,6 +107,23 @@ def test_context_paths_over_all_ones_graph_are_path_counts() -> None:
 
 
 # ---------------------------------------------------------------- products
+@pytest.mark.parametrize("n,block", [(1, 4), (20, 7), (64, 16), (70, 256)])
+def test_head_mean_reads_the_causal_part_with_the_full_sums_numbers(n: int, block: int) -> None:
+    """Adding only on and below the diagonal gives the numbers of adding the whole causal
+    patterns head by head into a float64 copy of the first, bit for bit."""
+    gen = torch.Generator().manual_seed(n)
+    above = torch.ones(n, n, dtype=torch.bool).triu(1)
+    scores = torch.randn(2, 9, n, n, generator=gen) * 4
+    pattern = scores.masked_fill(above, float("-inf")).softmax(-1)  # zero above: causal
+    expected = pattern[:, 0].to(F64, copy=True)
+    for h in range(1, 9):
+        expected.add_(pattern[:, h])
+    garbage = torch.full((2, n, n), float("nan"), dtype=F64)
+    del garbage  # the allocator hands this block out next: nothing may be left unwritten
+    assert torch.equal(_causal_head_sum(pattern, block=block), expected)
+    assert torch.equal(reduce_heads(pattern, "mean"), expected.div_(9))
+
+
 @pytest.mark.parametrize("n,block", [(1, 4), (7, 3), (16, 4), (33, 8), (40, 64)])
 def test_causal_matmul_matches_dense_product(n: int, block: int) -> None:
     gen = torch.Generator().manual_seed(n)
