@@ -13,7 +13,7 @@ it does not run again (``--only``).
 
 Usage:
     .venv/bin/python benchmarks/bench_context.py [--n 8192] [--only forward,collapse]
-        [--out benchmarks/results/context.json]
+        [--probes 32] [--out benchmarks/results/context.json]
 """
 
 import argparse
@@ -63,8 +63,11 @@ def measure(name: str, call: Any) -> dict[str, Any]:
     start = time.perf_counter()
     with PeakResident() as meter:
         try:
-            call()
+            returned = call()
             outcome: dict[str, Any] = {"ran": True}
+            provenance = getattr(returned, "provenance", None)
+            if provenance is not None and "checkpoint" in provenance.extra:
+                outcome["checkpointed_blocks"] = provenance.extra["checkpoint"]
         except osl.InsufficientMemoryError as exc:
             outcome = {"ran": False, "refused": str(exc)}
     seconds = time.perf_counter() - start
@@ -83,6 +86,9 @@ def main() -> None:
     parser.add_argument("--backend", default="hooked")
     parser.add_argument("--n", type=int, default=8192)
     parser.add_argument("--only", default=None, help="comma-separated case names")
+    parser.add_argument(
+        "--probes", type=int, default=32, help="Hutchinson probes (sensitivity and trace)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = osl.load_model(args.model, backend=args.backend)
@@ -97,12 +103,17 @@ def main() -> None:
         ),
         "attention_paths": lambda: osl.attention_paths(model, tokens),
         "hutchinson_full": lambda: osl.sensitivity(
-            model, tokens, method="hutchinson", layers="final"
+            model, tokens, method="hutchinson", probes=args.probes, layers="final"
         ),
         "hutchinson_frozen": lambda: osl.sensitivity(
-            model, tokens, method="hutchinson", layers="final", attention="frozen"
+            model,
+            tokens,
+            method="hutchinson",
+            probes=args.probes,
+            layers="final",
+            attention="frozen",
         ),
-        "trace": lambda: osl.trace(model, tokens),
+        "trace": lambda: osl.trace(model, tokens, probes=args.probes),
         "view": lambda: osl.render.attention_heads(model, tokens, paths=False),
     }
     numbers: dict[str, Any] = {"model": args.model, "backend": args.backend, "n": n}
@@ -126,6 +137,8 @@ def main() -> None:
                 numbers[name] = measure(name, call)
         else:
             numbers[name] = measure(name, call)
+        if name.startswith(("hutchinson", "trace")):
+            numbers[name]["probes"] = args.probes
         if args.out is not None:  # after every case: a long run that stops keeps its numbers
             atomic_write_bytes(args.out, (json.dumps(numbers, indent=2) + "\n").encode())
     if "forward" in numbers and "collapse" in numbers and numbers["collapse"]["ran"]:

@@ -24,7 +24,7 @@ from bench_paths import TensorBytesPeak
 
 import oversquash_lens as osl
 from oversquash_lens import _memory
-from oversquash_lens.analyzers._memory import gib
+from oversquash_lens.analyzers._memory import gib, total_bytes
 
 
 def measure(name: str, call: Any) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def measure(name: str, call: Any) -> dict[str, Any]:
 
     def recording_check(*args: Any, **kwargs: Any) -> None:
         parts = _memory.estimate(*args, **kwargs)
-        seen.append(sum(p.nbytes for p in parts))
+        seen.append(total_bytes(parts))
         check(*args, **kwargs)
 
     _memory.check = recording_check  # type: ignore[assignment]

@@ -59,6 +59,7 @@ class Recording:
                 grad=torch.is_grad_enabled(),
                 logits=self._pending_logits,
                 eager=self.eager,
+                checkpoint=capture.blocks_checkpointed(self.adapter.model),
             )
         self._pending_tokens = tokens
 

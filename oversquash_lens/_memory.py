@@ -19,7 +19,7 @@ import torch
 from ._adapter import ModelAdapter
 from ._errors import InsufficientMemoryError
 from .analyzers import Analyzer
-from .analyzers._memory import ModelShape, Part, forward_parts, gib
+from .analyzers._memory import ModelShape, Part, forward_parts, gib, needed
 
 _AUTO = "auto"
 _LIMIT: contextvars.ContextVar[int | str | None] = contextvars.ContextVar(
@@ -87,13 +87,16 @@ def estimate(
     logits: bool = True,
     eager: bool = True,
     extra: Sequence[Part] = (),
+    checkpoint: bool = False,
 ) -> list[Part]:
     """Every part of a run's memory: the forward pass's, then each analyzer's.
 
-    ``hook_names`` holds each analyzer's hook points, in the order of ``analyzers``.
+    ``hook_names`` holds each analyzer's hook points, in the order of ``analyzers``;
+    ``checkpoint``: the blocks are recomputed in the backward pass
+    (``capture.checkpointed_blocks``).
     """
     shape = shape_of(adapter, eager=eager)
-    parts = forward_parts(shape, batch, n, grad=grad, logits=logits)
+    parts = forward_parts(shape, batch, n, grad=grad, logits=logits, checkpoint=checkpoint)
     for analyzer, names in zip(analyzers, hook_names.values(), strict=True):
         parts += analyzer.memory_parts(shape, names, batch, n)
     return parts + list(extra)
@@ -129,6 +132,75 @@ def free_bytes(device: torch.device) -> int | None:
     return None
 
 
+def shortfall(
+    adapter: ModelAdapter,
+    analyzers: Iterable[Analyzer],
+    hook_names: dict[str, list[str]],
+    batch: int,
+    n: int,
+    *,
+    grad: bool,
+    logits: bool = True,
+    eager: bool = True,
+    extra: Sequence[Part] = (),
+    checkpoint: bool = False,
+) -> str | None:
+    """Why a run would not fit in memory (None when it fits or the check is off).
+
+    Per device: the parts held through the run plus the larger of the forward and the
+    backward phase's parts (see ``analyzers._memory.needed``), against the free memory
+    or the :func:`memory_limit`.
+    """
+    limit = _LIMIT.get()
+    if limit is None:
+        return None
+    parts = estimate(
+        adapter,
+        analyzers,
+        hook_names,
+        batch,
+        n,
+        grad=grad,
+        logits=logits,
+        eager=eager,
+        extra=extra,
+        checkpoint=checkpoint,
+    )
+    devices = _layer_devices(adapter.model)
+    share = {d: devices.count(d) / len(devices) for d in devices}
+    items: dict[torch.device, list[tuple[str, int | float]]] = {}
+    host = torch.device("cpu")
+    for part in parts:
+        if part.host:
+            items.setdefault(host, []).append((part.phase, part.nbytes))
+            continue
+        for device, fraction in share.items():
+            nbytes = part.nbytes * fraction if part.per_layer else part.nbytes
+            items.setdefault(device, []).append((part.phase, nbytes))
+    for device, sizes in items.items():
+        nbytes = needed(sizes)
+        free = limit if isinstance(limit, int) else free_bytes(device)
+        if free is None or nbytes <= free:
+            continue
+        on = [p for p in parts if (p.host or host in share) == (device == host)]
+        largest = sorted(on, key=lambda p: -p.nbytes)[:3]
+        listed = ", ".join(f"{p.what}: {gib(p.nbytes)}" for p in largest)
+        where = "host memory" if device.type == "cpu" else f"{device}"
+        recompute = (
+            "checkpoint=True (each block recomputed in the backward pass), "
+            if grad and not checkpoint
+            else ""
+        )
+        return (
+            f"this run needs about {gib(nbytes)} of {where} but {gib(free)} is free "
+            f"(batch {batch} × {n} tokens; largest parts: {listed}). Nothing has run. Use "
+            f"{recompute}a shorter prompt or a smaller batch, fewer probes or a smaller "
+            "chunk_size, a bfloat16 model, or more devices (n_devices); the estimate is an "
+            "upper bound: inside osl.memory_limit(None) the run is not checked"
+        )
+    return None
+
+
 def check(
     adapter: ModelAdapter,
     analyzers: Iterable[Analyzer],
@@ -140,6 +212,7 @@ def check(
     logits: bool = True,
     eager: bool = True,
     extra: Sequence[Part] = (),
+    checkpoint: bool = False,
 ) -> None:
     """Refuse, before any work, a run whose estimate exceeds the free memory.
 
@@ -148,35 +221,41 @@ def check(
     Raises:
         InsufficientMemoryError: Naming the estimate, its largest parts and the remedies.
     """
-    limit = _LIMIT.get()
-    if limit is None:
-        return
-    parts = estimate(
-        adapter, analyzers, hook_names, batch, n, grad=grad, logits=logits, eager=eager, extra=extra
+    message = shortfall(
+        adapter,
+        analyzers,
+        hook_names,
+        batch,
+        n,
+        grad=grad,
+        logits=logits,
+        eager=eager,
+        extra=extra,
+        checkpoint=checkpoint,
     )
-    devices = _layer_devices(adapter.model)
-    share = {d: devices.count(d) / len(devices) for d in devices}
-    need: dict[torch.device, float] = {}
-    host = torch.device("cpu")
-    for part in parts:
-        if part.host:
-            need[host] = need.get(host, 0) + part.nbytes
-            continue
-        for device, fraction in share.items():
-            nbytes = part.nbytes * fraction if part.per_layer else part.nbytes
-            need[device] = need.get(device, 0) + nbytes
-    for device, nbytes in need.items():
-        free = limit if isinstance(limit, int) else free_bytes(device)
-        if free is None or nbytes <= free:
-            continue
-        on = [p for p in parts if (p.host or host in share) == (device == host)]
-        largest = sorted(on, key=lambda p: -p.nbytes)[:3]
-        listed = ", ".join(f"{p.what}: {gib(p.nbytes)}" for p in largest)
-        where = "host memory" if device.type == "cpu" else f"{device}"
-        raise InsufficientMemoryError(
-            f"this run needs about {gib(nbytes)} of {where} but {gib(free)} is free "
-            f"(batch {batch} × {n} tokens; largest parts: {listed}). Nothing has run. Use "
-            "a shorter prompt or a smaller batch, fewer probes or a smaller chunk_size, "
-            "a bfloat16 model, or more devices (n_devices); the estimate is an upper "
-            "bound: inside osl.memory_limit(None) the run is not checked"
-        )
+    if message is not None:
+        raise InsufficientMemoryError(message)
+
+
+def checkpoint_needed(
+    adapter: ModelAdapter,
+    analyzers: Sequence[Analyzer],
+    batch: int,
+    n: int,
+    requested: bool | None,
+) -> bool:
+    """Whether a gradient run should recompute its blocks in the backward pass.
+
+    ``requested`` True or False decides; None (automatic): only when the run would not
+    fit in memory with every block's graph kept (nothing is checked under
+    ``memory_limit(None)``, so nothing is checkpointed either).
+
+    Raises:
+        ValueError: For a ``requested`` that is not a bool or None.
+    """
+    if requested is not None and not isinstance(requested, bool):
+        raise ValueError(f"checkpoint must be True, False or None (automatic), got {requested!r}")
+    if requested is not None:
+        return requested
+    names = {f"{i}": analyzer.hook_names(adapter) for i, analyzer in enumerate(analyzers)}
+    return shortfall(adapter, analyzers, names, batch, n, grad=True) is not None

@@ -3,17 +3,21 @@
 A function that runs the model, so it sits above the analyzers (which never run one).
 """
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import CheckpointError
 
+from . import _memory as memory
 from ._adapter import ModelAdapter, Prompt
 from ._attach import attach
 from ._errors import IncompatibleRunError
 from .analyzers._sensitivity import Sensitivity
 from .analyzers._sensitivity_result import SensitivityResult
-from .capture import frozen_parameters
+from .capture import checkpointed_blocks, frozen_parameters
 
 
 def sensitivity(
@@ -33,6 +37,7 @@ def sensitivity(
     tol: float = 1e-6,
     attention: str = "full",
     prepend_bos: bool | None = None,
+    checkpoint: bool | None = None,
 ) -> SensitivityResult:
     """Jacobian sensitivity of each layer's last-token output to every input token.
 
@@ -60,6 +65,13 @@ def sensitivity(
         attention: ``"full"`` or ``"frozen"`` (every attention pattern held constant: the
             value path only, Thm 5.1's setting).
         prepend_bos: Override the model's BOS default for string prompts.
+        checkpoint: Recompute each block in the backward passes instead of keeping every
+            block's autograd graph (``capture.checkpointed_blocks``): memory for one
+            block's graph instead of all of them, for one more forward computation per
+            backward pass, the same numbers bit for bit. None (automatic): only when the
+            run would not fit in memory otherwise. The result's
+            ``provenance.extra["checkpoint"]`` says which was used. Your own hooks inside
+            the blocks run again in the recomputation and must give the same values.
 
     Returns:
         A :class:`SensitivityResult` with ``norms`` ``[batch, point, pos]``.
@@ -100,10 +112,44 @@ def sensitivity(
         raise ValueError(
             "attention='split' is for osl.trace (a doubled batch); pass 'full' or 'frozen'"
         )
-    tokens = ModelAdapter(model).to_tokens(prompt, prepend_bos=prepend_bos)
-    with attach(model, analyzer) as rec, frozen_parameters(model), torch.enable_grad():
+    adapter = ModelAdapter(model)
+    tokens = adapter.to_tokens(prompt, prepend_bos=prepend_bos)
+    batch, n = int(tokens.shape[0]), int(tokens.shape[-1])
+    recompute = memory.checkpoint_needed(adapter, [analyzer], batch, n, checkpoint)
+    with gradient_run(model, analyzer, recompute) as rec:
         model(tokens)
-        result = rec.result(analyzer)
+        result = computed(rec, analyzer, recompute)
     if not isinstance(result, SensitivityResult):  # pragma: no cover - compute's type
         raise TypeError(type(result).__name__)
+    return result
+
+
+@contextmanager
+def gradient_run(model: Any, analyzer: Sensitivity, recompute: bool) -> Iterator[Any]:
+    """``attach`` for one gradient run: weights frozen, grad on, blocks maybe checkpointed."""
+    with (
+        attach(model, analyzer) as rec,
+        frozen_parameters(model),
+        torch.enable_grad(),
+        checkpointed_blocks(model) if recompute else nullcontext(),
+    ):
+        yield rec
+
+
+def computed(rec: Any, analyzer: Sensitivity, recompute: bool) -> Any:
+    """The analyzer's result, with ``provenance.extra["checkpoint"]`` set.
+
+    Raises:
+        IncompatibleRunError: When a recomputed block differs from its first pass.
+    """
+    try:
+        result = rec.result(analyzer)
+    except CheckpointError as exc:
+        raise IncompatibleRunError(
+            "recomputing a block in the backward pass did not give the tensors of "
+            "its first pass (a hook of yours that changes between calls, or a cache?); "
+            f"pass checkpoint=False ({exc})"
+        ) from exc
+    extra = dict(result.provenance.extra, checkpoint=recompute)
+    result.provenance = dataclasses.replace(result.provenance, extra=extra)
     return result

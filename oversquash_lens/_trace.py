@@ -16,16 +16,14 @@ import torch
 
 from . import _memory as memory
 from ._adapter import ModelAdapter, Prompt
-from ._attach import attach
 from ._errors import PatternsUnavailableError, UnsupportedArchitectureError
 from ._paths import attention_paths
-from ._sensitivity import sensitivity
+from ._sensitivity import computed, gradient_run, sensitivity
 from .analyzers._flow import FlowResult
 from .analyzers._path_result import PATH_METHODS
 from .analyzers._paths import OWN_HEADS
 from .analyzers._sensitivity import Sensitivity
 from .analyzers._split import split_result
-from .capture import frozen_parameters
 
 DEFAULT_PATH_METHODS = ("bound", "rollout", "value", "certified")
 ATTENTION = ("both", "full")
@@ -45,6 +43,7 @@ def trace(
     norm: str | None = None,
     seed: int = 0,
     prepend_bos: bool | None = None,
+    checkpoint: bool | None = None,
 ) -> FlowResult:
     """How each input token reaches the last token: measurements and path proxies.
 
@@ -70,6 +69,9 @@ def trace(
         norm: ``"fro"`` or ``"spectral"``; None: spectral for ``power``, else Frobenius.
         seed: Seed of the probes and of the certified bound's power iterations.
         prepend_bos: Override the model's BOS default for text prompts.
+        checkpoint: Recompute each block in the gradient pass's backward passes (see
+            :func:`~oversquash_lens.sensitivity`); None: only when that pass would not
+            fit in memory otherwise.
 
     Returns:
         A :class:`~oversquash_lens.FlowResult`; ``.agreement()`` says which proxy
@@ -94,14 +96,11 @@ def trace(
         options["norm"] = "spectral"
     # the gradient pass needs the most memory: refuse it before the path passes run
     measured = Sensitivity(attention="split" if attention == "both" else attention, **options)
-    memory.check(
-        adapter,
-        [measured],
-        {measured.name: measured.hook_names(adapter)},
-        int(tokens.shape[0]) * (2 if attention == "both" else 1),
-        int(tokens.shape[-1]),
-        grad=True,
-    )
+    batch, n = int(tokens.shape[0]) * (2 if attention == "both" else 1), int(tokens.shape[-1])
+    recompute = memory.checkpoint_needed(adapter, [measured], batch, n, checkpoint)
+    names = {measured.name: measured.hook_names(adapter)}
+    memory.check(adapter, [measured], names, batch, n, grad=True, checkpoint=recompute)
+    options["checkpoint"] = recompute
     skipped: dict[str, str] = {}
     paths = []
     for name in chosen:
@@ -113,7 +112,7 @@ def trace(
             if explicit:
                 raise
             skipped[name] = str(exc)
-    full, frozen, scores = _measure(model, tokens, attention, options, skipped)
+    full, frozen, scores = _measure(model, tokens, attention, dict(options), skipped)
     for name, why in skipped.items():
         warnings.warn(f"trace left out {name}: {why}", UserWarning, stacklevel=2)
     flow = FlowResult.combine(paths, full, frozen=frozen, scores=scores)
@@ -146,14 +145,15 @@ def _measure(
     if attention != "both":
         result = sensitivity(model, tokens, attention=attention, **options)
         return (result, None, None) if attention == "full" else (result, result, None)
+    recompute = options.pop("checkpoint")
     analyzer = Sensitivity(attention="split", **options)
 
     try:
-        with attach(model, analyzer) as rec, frozen_parameters(model), torch.enable_grad():
+        with gradient_run(model, analyzer, recompute) as rec:
             model(torch.cat([tokens, tokens]))
-            result = rec.result(analyzer)
+            result = computed(rec, analyzer, recompute)
     except PatternsUnavailableError as exc:
         skipped["frozen attention"] = str(exc)
-        return sensitivity(model, tokens, **options), None, None
+        return sensitivity(model, tokens, checkpoint=recompute, **options), None, None
     full, frozen, scores = split_result(result)  # type: ignore[arg-type]
     return full, frozen, scores

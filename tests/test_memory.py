@@ -13,7 +13,7 @@ import torch
 
 import oversquash_lens as osl
 from oversquash_lens import _memory
-from oversquash_lens.analyzers._memory import ModelShape, forward_parts, gib
+from oversquash_lens.analyzers._memory import ModelShape, forward_parts, gib, needed, total_bytes
 from oversquash_lens.analyzers._paths import AttentionPaths
 from oversquash_lens.analyzers._sensitivity import Sensitivity
 from oversquash_lens.analyzers._vjp_budget import vjp_bytes
@@ -95,7 +95,7 @@ def _peak_and_estimate(model: Any, run: str, n: int) -> tuple[int, int]:
     check = _memory.check
 
     def spy(*args: Any, **kwargs: Any) -> None:
-        seen.append(sum(p.nbytes for p in _memory.estimate(*args, **kwargs)))
+        seen.append(total_bytes(_memory.estimate(*args, **kwargs)))
         check(*args, **kwargs)
 
     _memory.check = spy  # type: ignore[assignment]
@@ -134,15 +134,24 @@ SMOLLM2 = ModelShape(30, 9, 576, 1536, 49152, 4, 538_000_000)
 def test_smollm2_full_context_estimates() -> None:
     """SmolLM2-135M (float32) at its full 8192 tokens: a no-grad pass fits in this
     machine's 24 GiB (one layer's attention, 5 × 2.25 GiB, dominates), a pass that keeps
-    the autograd graph of all 30 layers does not (3 × 2.25 GiB per layer)."""
-    no_grad = sum(p.nbytes for p in forward_parts(SMOLLM2, 1, 8192, grad=False))
-    graph = sum(p.nbytes for p in forward_parts(SMOLLM2, 1, 8192, grad=True))
+    the autograd graph of all 30 layers does not (3 × 2.25 GiB per layer); with its
+    blocks checkpointed a Hutchinson run fits (one block's graph and one VJP at a time),
+    trace's doubled batch does not (its forward phase alone is 2 × 5 × 2.25 GiB)."""
+    no_grad = total_bytes(forward_parts(SMOLLM2, 1, 8192, grad=False))
+    graph = total_bytes(forward_parts(SMOLLM2, 1, 8192, grad=True))
     assert 10 * 2**30 < no_grad < 16 * 2**30
     assert graph > 200 * 2**30
     paths = AttentionPaths().memory_parts(SMOLLM2, [], 1, 8192)
     assert sum(p.nbytes for p in paths) == 3 * 8192 * 8192 * 8  # P, transition, block
     backward = Sensitivity(method="hutchinson").memory_parts(SMOLLM2, [], 1, 8192)
-    assert backward[0].nbytes == vjp_bytes(1, 8192, 576, 4)  # one VJP per pass: 10 GiB
+    # one VJP per pass (the chunk budget allows no more): the stream part and 3 [9, n, n]
+    assert backward[0].nbytes == 4 * 8192 * (64 * 576 + 3 * 9 * 8192)  # 7.9 GiB
+    assert vjp_bytes(1, 8192, 576, 4) > 2**30  # so auto_chunk picks 1
+    for attention, batch, fits in (("full", 1, True), ("frozen", 1, True), ("split", 2, False)):
+        sens = Sensitivity(method="hutchinson", attention=attention)
+        parts = forward_parts(SMOLLM2, batch, 8192, grad=True, checkpoint=True)
+        parts += sens.memory_parts(SMOLLM2, [], batch, 8192)
+        assert (total_bytes(parts) < 18 * 2**30) == fits, (attention, gib(total_bytes(parts)))
 
 
 def test_layers_split_across_devices_share_the_graph(tiny_llama: Any, monkeypatch) -> None:
@@ -155,8 +164,8 @@ def test_layers_split_across_devices_share_the_graph(tiny_llama: Any, monkeypatc
     analyzers = [Sensitivity(method="hutchinson")]
     names = {"Sensitivity": analyzers[0].hook_names(adapter)}
     parts = _memory.estimate(adapter, analyzers, names, 1, 256, grad=True)
-    whole = sum(p.nbytes for p in parts if not p.host)
-    split = sum(p.nbytes / (2 if p.per_layer else 1) for p in parts if not p.host)
+    whole = needed((p.phase, p.nbytes) for p in parts if not p.host)
+    split = needed((p.phase, p.nbytes / (2 if p.per_layer else 1)) for p in parts if not p.host)
     assert split < whole
     with osl.memory_limit(int(split) + 1):
         _memory.check(adapter, analyzers, names, 1, 256, grad=True)  # fits on each
@@ -172,18 +181,14 @@ def test_trace_refuses_its_gradient_pass_before_the_path_passes(tiny_llama: Any)
     adapter = osl.ModelAdapter(model)
     tokens = _tokens(model, 200)
     paths = AttentionPaths()
-    needs_paths = sum(
-        p.nbytes
-        for p in _memory.estimate(
-            adapter, [paths], {"p": paths.hook_names(adapter)}, 1, 200, grad=False
-        )
+    needs_paths = total_bytes(
+        _memory.estimate(adapter, [paths], {"p": paths.hook_names(adapter)}, 1, 200, grad=False)
     )
     split = Sensitivity(attention="split", method="hutchinson", probes=8)
-    needs_grad = sum(
-        p.nbytes
-        for p in _memory.estimate(
-            adapter, [split], {"s": split.hook_names(adapter)}, 2, 200, grad=True
-        )
+    names = {"s": split.hook_names(adapter)}
+    # even with its blocks recomputed (what trace falls back to) the pass does not fit
+    needs_grad = total_bytes(
+        _memory.estimate(adapter, [split], names, 2, 200, grad=True, checkpoint=True)
     )
     assert needs_paths < needs_grad
     with BlockCalls(model) as blocks, osl.memory_limit((needs_paths + needs_grad) // 2):

@@ -11,6 +11,7 @@ forward pass and its autograd graph live on the model's devices; what analyzers 
 (copies moved to the CPU, running path products) lives in host memory.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # One eager attention layer in a no-grad pass holds about this many [batch, heads, n, n]
@@ -78,18 +79,51 @@ class Part:
         per_layer: True when the bytes are spread over the layers (a model split across
             devices holds each layer's share where that layer runs); False when one device
             holds it all at one moment (one layer's attention, the logits).
+        phase: ``"run"`` when the bytes are held through the whole run; ``"forward"`` for
+            the forward pass's working memory and ``"backward"`` for the backward passes'.
+            The two phases never overlap, so a run needs the ``"run"`` parts plus the
+            larger of the other two (:func:`needed`).
     """
 
     what: str
     nbytes: int
     host: bool = False
     per_layer: bool = False
+    phase: str = "run"
+
+
+def needed(nbytes: Iterable[tuple[str, int | float]]) -> float:
+    """Peak bytes of ``(phase, bytes)`` items: the run's parts plus the larger phase.
+
+    Example:
+        >>> needed([("run", 5), ("forward", 10), ("backward", 7), ("forward", 1)])
+        16.0
+    """
+    total = {"run": 0.0, "forward": 0.0, "backward": 0.0}
+    for phase, size in nbytes:
+        total[phase] += size
+    return total["run"] + max(total["forward"], total["backward"])
+
+
+def total_bytes(parts: Iterable[Part]) -> int:
+    """Peak bytes of an estimate on one device (every part counted in full)."""
+    return int(needed((p.phase, p.nbytes) for p in parts))
 
 
 def forward_parts(
-    shape: ModelShape, batch: int, n: int, *, grad: bool, logits: bool = True
+    shape: ModelShape,
+    batch: int,
+    n: int,
+    *,
+    grad: bool,
+    logits: bool = True,
+    checkpoint: bool = False,
 ) -> list[Part]:
     """The forward pass's own memory: one layer's working set, the logits, the graph.
+
+    With ``checkpoint`` (blocks recomputed in the backward pass, see
+    ``capture.checkpointed_blocks``) the graph is each block's input plus one block's
+    graph at a time, and one block's share of the weight copies.
 
     Example:
         >>> shape = ModelShape(30, 9, 576, 1536, 49152, 4, 540_000_000)
@@ -105,16 +139,27 @@ def forward_parts(
         Part(
             f"one attention layer ({attention:g} × [{batch}, {shape.n_heads}, {n}, {n}])",
             int(attention * shape.patterns(batch, n)),
+            phase="forward",
         )
     )
-    parts.append(Part("activations of one layer", int(STREAM_TRANSIENT * shape.stream(batch, n))))
+    stream = int(STREAM_TRANSIENT * shape.stream(batch, n))
+    parts.append(Part("activations of one layer", stream, phase="forward"))
     if logits:
         size = batch * n * shape.d_vocab * shape.element_size
         parts.append(Part(f"the logits [{batch}, {n}, {shape.d_vocab}]", size))
-    if grad:
-        per_layer = GRAPH_ATTENTION * shape.patterns(batch, n) + GRAPH_STREAM * shape.stream(
-            batch, n
+    per_layer = GRAPH_ATTENTION * shape.patterns(batch, n) + GRAPH_STREAM * shape.stream(batch, n)
+    if grad and checkpoint:
+        inputs = shape.n_layers * batch * n * shape.d_model * shape.element_size
+        parts.append(
+            Part(f"the inputs of {shape.n_layers} checkpointed blocks", inputs, per_layer=True)
         )
+        recomputed = Part(
+            "one block's autograd graph, recomputed", int(per_layer), phase="backward"
+        )
+        weights = GRAPH_WEIGHTS * shape.weight_bytes / shape.n_layers
+        copies = Part("one block's weight copies in the graph", int(weights), phase="backward")
+        parts += [recomputed, copies]
+    elif grad:
         parts.append(
             Part(
                 f"the autograd graph of {shape.n_layers} layers",

@@ -236,11 +236,16 @@ class Sensitivity(Analyzer[SensitivityResult]):
         self, shape: ModelShape, hook_names: list[str], batch: int, n: int
     ) -> list[Part]:
         """The batched backward passes (the graph itself is the forward pass's part)."""
+        # VJPs the whole computation sends: k probes, or d_model basis vectors; power
+        # iteration sends one per position in a chunk
+        most = self.probes if self.method == "hutchinson" else shape.d_model
+        if self.method == "power":
+            most = n
         size = chunk_bytes(
-            batch, n, shape.d_model, shape.element_size, self.chunk_size, self.memory_budget
+            batch, n, shape.d_model, shape.element_size, self.chunk_size, self.memory_budget, most
         )
         chunk = f"{self.chunk_size} VJPs" if self.chunk_size else "VJPs"
-        parts = [Part(f"one batched backward ({chunk} per pass)", size)]
+        parts = [Part(f"one batched backward ({chunk} per pass)", size, phase="backward")]
         if self.method == "exact" and self.norm == "spectral":
             keep = batch * n * shape.d_model**2 * shape.element_size
             parts.append(Part("d_model VJPs kept for the spectral norms", keep))

@@ -4,6 +4,8 @@ Record activations, intervene, emulate precision at hook points, run natively in
 dtype, and restore the model's state afterwards, whatever happens in the block.
 """
 
+from ._checkpoint import blocks_checkpointed as blocks_checkpointed
+from ._checkpoint import checkpointed_blocks as checkpointed_blocks
 from ._hooks import HookFn as HookFn
 from ._hooks import fired_hooks as fired_hooks
 from ._hooks import hook_dict as hook_dict
@@ -26,7 +28,9 @@ __all__ = [
     "ActivationRecord",
     "HookFn",
     "active_precision",
+    "blocks_checkpointed",
     "check_emulation",
+    "checkpointed_blocks",
     "emulate_precision",
     "fired_hooks",
     "frozen_parameters",

@@ -35,11 +35,22 @@ Order = Literal["append", "first", "last"]
 # Models running a hidden probe pass (fired_hooks, silent_pass): our hooks stay silent
 # during it. One token per probe in progress, so nested probes end cleanly.
 _PROBING: "weakref.WeakKeyDictionary[torch.nn.Module, list[Token]]" = weakref.WeakKeyDictionary()
+# Models recomputing a checkpointed block in a backward pass (capture.checkpointed_blocks):
+# observers stay silent (they saw that block's forward already); edits still run, so the
+# recomputed values are the ones the first pass used.
+_RECOMPUTING: "weakref.WeakKeyDictionary[torch.nn.Module, list[Token]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def probing(model: Any) -> bool:
     """Whether ``model`` is running a hidden probe pass right now."""
     return bool(_PROBING.get(model))
+
+
+def recomputing(model: Any) -> bool:
+    """Whether ``model`` is recomputing a checkpointed block right now."""
+    return bool(_RECOMPUTING.get(model))
 
 
 def hook_dict(model: Any) -> dict[str, Any]:
@@ -193,9 +204,9 @@ class HookSet:
             _remove(point, handle, direction)
 
 
-def _silent_when_probing(model: Any, fn: HookFn) -> HookFn:
+def _silent_when_probing(model: Any, fn: HookFn, observer: bool) -> HookFn:
     def hook(activation: Any, hook: Any) -> Any:
-        if probing(model):
+        if probing(model) or (observer and recomputing(model)):
             return None
         return fn(activation, hook=hook)
 
@@ -258,7 +269,8 @@ def hooks(
     registered = HookSet()
     with preserve_state(model), guarded(registered.remove_all):
         for point, fn, direction in planned:
-            registered.add(point, _silent_when_probing(model, fn), direction, order == "first")
+            silent = _silent_when_probing(model, fn, observer=order == "last")
+            registered.add(point, silent, direction, order == "first")
         if order == "last" and any(d == "fwd" for _, _, d in registered.added):
             registered.keep_last(model)
         yield model
@@ -284,6 +296,20 @@ def intervene(
         True
     """
     return hooks(model, fwd_hooks, bwd_hooks)
+
+
+@contextmanager
+def recompute_pass(model: Any) -> Iterator[None]:
+    """Inside the block, this package's observing hooks (``order="last"``) stay silent.
+
+    For the recomputation of a checkpointed block during a backward pass: edits and
+    precision rounding run again, so the values are those of the first pass, but nothing
+    is recorded twice.
+    """
+    token, stack = Token("recompute"), _RECOMPUTING.setdefault(model, [])
+    with guarded(lambda: discard(stack, token)):
+        stack.append(token)
+        yield
 
 
 @contextmanager
