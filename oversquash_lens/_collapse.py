@@ -27,7 +27,7 @@ from ._errors import CheckpointError, UnsupportedArchitectureError
 from ._generate import greedy_continuation
 from ._progress import progress_bar
 from ._run_precision import parse_precision, precision_context
-from .analyzers._collapse_math import METRICS
+from .analyzers._collapse_math import METRICS, take_rows
 from .analyzers._collapse_plan import Unit, plan
 from .analyzers._collapse_probe import (
     CollapseProbe,
@@ -124,7 +124,7 @@ class _Places:
             kept = [row_of[pos] for pos in positions]
             self.slots.update({(q, pos): (q, i) for i, pos in enumerate(positions)})
             residual, heads, logits = (
-                _rows(t[0], kept) for t in (rep.residual, rep.heads, rep.logits)
+                take_rows(t[0], kept) for t in (rep.residual, rep.heads, rep.logits)
             )
             in_format = fmt if any((q, pos) in compared for pos in positions) else None
             self.sides[q] = Side.of(residual, heads, logits, in_format)
@@ -136,12 +136,6 @@ class _Places:
         if len(passes) == 1:
             return self.sides[passes.pop()].rows([i for _, i in at])
         return Side.cat([self.sides[q].rows([i]) for q, i in at])
-
-
-def _rows(t: Tensor, index: list[int]) -> Tensor:
-    if index == list(range(index[0], index[0] + len(index))):
-        return t.narrow(0, index[0], len(index))
-    return t.index_select(0, torch.tensor(index, dtype=torch.long, device=t.device))
 
 
 def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[str, Tensor]:

@@ -158,11 +158,7 @@ class Prepared:
         """The rows ``index`` (views when they are consecutive and ascending)."""
 
         def pick(t: Tensor | None) -> Tensor | None:
-            if t is None:
-                return None
-            if index and index == list(range(index[0], index[0] + len(index))):
-                return t.narrow(0, index[0], len(index))
-            return t.index_select(0, torch.tensor(index, dtype=torch.long, device=t.device))
+            return None if t is None else take_rows(t, index)
 
         return Prepared(
             pick(self.values),  # type: ignore[arg-type]
@@ -172,6 +168,19 @@ class Prepared:
             pick(self.nan),
             pick(self.rounded),
         )
+
+
+def take_rows(t: Tensor, index: list[int]) -> Tensor:
+    """Rows ``index`` of ``t`` along dim 0: a view when they are consecutive and ascending.
+
+    Example:
+        >>> t = torch.arange(5)
+        >>> take_rows(t, [1, 2, 3])._base is t, take_rows(t, [3, 1]).tolist()
+        (True, [3, 1])
+    """
+    if index and index == list(range(index[0], index[0] + len(index))):
+        return t.narrow(0, index[0], len(index))
+    return t.index_select(0, torch.tensor(index, dtype=torch.long, device=t.device))
 
 
 def pair_distances(a: Prepared, b: Prepared) -> Float64[Tensor, " *shape metric"]:
