@@ -132,40 +132,18 @@ def free_bytes(device: torch.device) -> int | None:
     return None
 
 
-def shortfall(
-    adapter: ModelAdapter,
-    analyzers: Iterable[Analyzer],
-    hook_names: dict[str, list[str]],
-    batch: int,
-    n: int,
-    *,
-    grad: bool,
-    logits: bool = True,
-    eager: bool = True,
-    extra: Sequence[Part] = (),
-    checkpoint: bool = False,
+def _shortfall(
+    adapter: ModelAdapter, parts: list[Part], batch: int, n: int, *, recompute_hint: bool
 ) -> str | None:
-    """Why a run would not fit in memory (None when it fits or the check is off).
+    """Why a run of these estimated ``parts`` would not fit (None: it fits, or no check).
 
     Per device: the parts held through the run plus the larger of the forward and the
     backward phase's parts (see ``analyzers._memory.needed``), against the free memory
-    or the :func:`memory_limit`.
+    or the :func:`memory_limit`. ``recompute_hint``: the message suggests checkpointing.
     """
     limit = _LIMIT.get()
     if limit is None:
         return None
-    parts = estimate(
-        adapter,
-        analyzers,
-        hook_names,
-        batch,
-        n,
-        grad=grad,
-        logits=logits,
-        eager=eager,
-        extra=extra,
-        checkpoint=checkpoint,
-    )
     devices = _layer_devices(adapter.model)
     share = {d: devices.count(d) / len(devices) for d in devices}
     items: dict[torch.device, list[tuple[str, int | float]]] = {}
@@ -188,7 +166,7 @@ def shortfall(
         where = "host memory" if device.type == "cpu" else f"{device}"
         recompute = (
             "checkpoint=True (each block recomputed in the backward pass), "
-            if grad and not checkpoint
+            if recompute_hint
             else ""
         )
         return (
@@ -221,7 +199,9 @@ def check(
     Raises:
         InsufficientMemoryError: Naming the estimate, its largest parts and the remedies.
     """
-    message = shortfall(
+    if _LIMIT.get() is None:
+        return
+    parts = estimate(
         adapter,
         analyzers,
         hook_names,
@@ -233,6 +213,7 @@ def check(
         extra=extra,
         checkpoint=checkpoint,
     )
+    message = _shortfall(adapter, parts, batch, n, recompute_hint=grad and not checkpoint)
     if message is not None:
         raise InsufficientMemoryError(message)
 
@@ -258,4 +239,7 @@ def checkpoint_needed(
     if requested is not None:
         return requested
     names = {f"{i}": analyzer.hook_names(adapter) for i, analyzer in enumerate(analyzers)}
-    return shortfall(adapter, analyzers, names, batch, n, grad=True) is not None
+    if _LIMIT.get() is None:
+        return False
+    parts = estimate(adapter, analyzers, names, batch, n, grad=True)
+    return _shortfall(adapter, parts, batch, n, recompute_hint=True) is not None

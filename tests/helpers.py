@@ -1,6 +1,7 @@
 """Shared test helpers: tolerances per dtype, hook inspection."""
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -109,3 +110,25 @@ class TensorBytesPeak(TorchDispatchMode):
     def _free(self, key: int, nbytes: int) -> None:
         self._seen.discard(key)
         self.live -= nbytes
+
+
+def peak_and_estimate(call: Callable[[], Any]) -> tuple[int, int]:
+    """Peak tensor bytes of ``call()`` and the largest estimate its memory checks made
+    (``_memory.check`` is wrapped for the call, and restored after it)."""
+    from oversquash_lens import _memory
+    from oversquash_lens.analyzers._memory import total_bytes
+
+    seen: list[int] = []
+    check = _memory.check
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        seen.append(total_bytes(_memory.estimate(*args, **kwargs)))
+        check(*args, **kwargs)
+
+    _memory.check = spy  # type: ignore[assignment]
+    try:
+        with TensorBytesPeak() as meter:
+            call()
+    finally:
+        _memory.check = check  # type: ignore[assignment]
+    return meter.peak, max(seen)

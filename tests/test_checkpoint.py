@@ -18,7 +18,7 @@ from oversquash_lens.analyzers._memory import total_bytes
 from oversquash_lens.analyzers._sensitivity import Sensitivity
 from oversquash_lens.capture import blocks_checkpointed, checkpointed_blocks
 
-from .helpers import TensorBytesPeak, hook_registry
+from .helpers import hook_registry, peak_and_estimate
 
 
 @pytest.fixture
@@ -83,20 +83,9 @@ def test_trace_with_checkpointed_blocks_gives_the_same_numbers(tiny_llama: Any) 
 
 def _peak(model: Any, tokens: torch.Tensor, checkpoint: bool) -> tuple[int, int]:
     """Peak tensor bytes of a Hutchinson run, and the largest estimate its checks made."""
-    seen: list[int] = []
-    check = _memory.check
-
-    def spy(*args: Any, **kwargs: Any) -> None:
-        seen.append(total_bytes(_memory.estimate(*args, **kwargs)))
-        check(*args, **kwargs)
-
-    _memory.check = spy  # type: ignore[assignment]
-    try:
-        with TensorBytesPeak() as meter:
-            osl.sensitivity(model, tokens, method="hutchinson", probes=4, checkpoint=checkpoint)
-    finally:
-        _memory.check = check  # type: ignore[assignment]
-    return meter.peak, max(seen)
+    return peak_and_estimate(
+        lambda: osl.sensitivity(model, tokens, method="hutchinson", probes=4, checkpoint=checkpoint)
+    )
 
 
 def test_checkpointing_holds_one_blocks_graph_and_the_estimate_bounds_it(tiny_llama: Any) -> None:

@@ -18,7 +18,7 @@ from oversquash_lens.analyzers._paths import AttentionPaths
 from oversquash_lens.analyzers._sensitivity import Sensitivity
 from oversquash_lens.analyzers._vjp_budget import vjp_bytes
 
-from .helpers import TensorBytesPeak, hook_registry
+from .helpers import hook_registry, peak_and_estimate
 
 KiB = 1024
 
@@ -90,28 +90,11 @@ def test_refused_before_any_work_with_the_estimate_in_the_message(
     RUNS[run](model, tokens[:, :20])
 
 
-def _peak_and_estimate(model: Any, run: str, n: int) -> tuple[int, int]:
-    seen: list[int] = []
-    check = _memory.check
-
-    def spy(*args: Any, **kwargs: Any) -> None:
-        seen.append(total_bytes(_memory.estimate(*args, **kwargs)))
-        check(*args, **kwargs)
-
-    _memory.check = spy  # type: ignore[assignment]
-    try:
-        with TensorBytesPeak() as meter:
-            RUNS[run](model, _tokens(model, n))
-    finally:
-        _memory.check = check  # type: ignore[assignment]
-    return meter.peak, max(seen)
-
-
 @pytest.mark.parametrize("run", ["paths", "hutchinson", "frozen", "trace"])
 def test_estimate_bounds_the_measured_peak(tiny_llama: Any, run: str) -> None:
     """Estimate ≥ the peak tensor memory the run creates, and within 6× of it, at a
     length where the attention patterns dominate (n = 384; tiny-llama's d_model = 64)."""
-    measured, estimated = _peak_and_estimate(tiny_llama, run, 384)
+    measured, estimated = peak_and_estimate(lambda: RUNS[run](tiny_llama, _tokens(tiny_llama, 384)))
     assert measured <= estimated <= 6 * measured, (gib(measured), gib(estimated))
 
 
