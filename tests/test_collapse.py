@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import oversquash_lens as osl
 from oversquash_lens import _hooknames as names
 from oversquash_lens._run_precision import parse_precision
+from oversquash_lens.analyzers import _collapse_probe as probe_module
 from oversquash_lens.analyzers._collapse_math import (
     compare_in_format,
     distances,
@@ -17,7 +18,7 @@ from oversquash_lens.analyzers._collapse_math import (
     metric_index,
 )
 from oversquash_lens.analyzers._collapse_plan import plan
-from oversquash_lens.analyzers._collapse_probe import _stack_releasing
+from oversquash_lens.analyzers._collapse_probe import _Stack, _stack_releasing, _stacked
 from oversquash_lens.precision import round_to_format, ulp_distance
 
 from .conftest import BACKENDS
@@ -178,6 +179,55 @@ def test_probe_compare_matches_a_cache(load, backend: str) -> None:
     assert float(same.distances.abs().max()) == 0.0 and bool(same.bitwise_equal.all())
 
 
+@pytest.mark.parametrize("positions", [[1, 2, 3], [0, 2, -1]], ids=["slice", "list"])
+def test_probe_keeps_the_cache_values_of_every_run_without_restacking(
+    load, backend: str, positions: list[int], monkeypatch
+) -> None:
+    """The probe copies each point straight into its run's stack: every kept value is the
+    cached one, a later run never writes into an earlier run's stack, and compute() does
+    not stack again (the copy it saves)."""
+    model = load("tiny-llama", backend)
+
+    def no_restack(*_: object) -> None:
+        raise AssertionError("the kept points were stacked again")
+
+    monkeypatch.setattr(probe_module, "_stack_releasing", no_restack)
+    runs = [model.to_tokens("1 1 1 1"), model.to_tokens("1 2 1 2 1 2")]
+    probe = osl.CollapseProbe(positions=positions)
+    with osl.attach(model, probe) as rec:
+        caches = [model.run_with_cache(tokens) for tokens in runs]
+    for index, (logits, cache) in enumerate(caches):
+        reps = rec.result(probe, index)  # computed after both runs
+        at = list(reps.positions)
+        for p, point in enumerate(reps.points):
+            assert torch.equal(reps.residual[0, :, p], cache[point][0, at]), point
+        for j, layer in enumerate(reps.head_layers):
+            assert torch.equal(reps.heads[0, :, j], cache[names.z(layer)][0, at])
+        assert torch.equal(reps.logits[0], logits[0, at])
+
+
+def test_stack_falls_back_to_torch_stack_when_points_do_not_fit() -> None:
+    """Points that fire out of order or in another dtype are copied on their own, and the
+    run is stacked as torch.stack would (promoting dtypes)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(1, 2, 3, generator=gen) for _ in range(3))
+    stack = _Stack(["a", "b", "c"])
+    kept = {"a": stack.put("a", a), "b": stack.put("b", b.bfloat16())}
+    assert kept["b"] is None  # another dtype: not in the stack
+    kept["b"] = b.bfloat16().clone()
+    assert stack.put("c", c) is None  # the misfit closed the run's stack
+    kept["c"] = c.clone()
+    assert stack.put("b", b) is None
+    out = _stacked(dict(kept), ["a", "b", "c"])  # type: ignore[arg-type]
+    assert torch.equal(out, torch.stack([a, b.bfloat16().float(), c], dim=2))
+    fresh = _Stack(["a", "b"])
+    assert fresh.put("b", b) is None  # fired before the group's first point: no stack
+    whole = {"a": fresh.put("a", a), "b": fresh.put("b", b)}
+    assert torch.equal(_stacked(dict(whole), ["a", "b"]), torch.stack([a, b], dim=2))  # type: ignore[arg-type]
+    assert fresh.put("b", c) is None  # the complete stack is closed: the run stays intact
+    assert torch.equal(whole["b"], b)  # type: ignore[arg-type]
+
+
 def test_probe_positions_and_refusals(load) -> None:
     model = load("tiny-gpt2", BACKENDS[0])
     with osl.attach(model, osl.CollapseProbe(positions=[0, -1], heads=0)) as rec:
@@ -273,6 +323,14 @@ def test_measuring_each_place_once_gives_the_per_pair_numbers(load, monkeypatch,
     row3, row4 = reps[0].positions.index(3), reps[0].positions.index(4)
     reps[0].residual[0, row3, 2, :5] = float("nan")  # one point of one place: NaN
     reps[0].logits[0, row4, :2] = reps[0].logits[0, row4].max()  # a tie for the top token
+    # a floor between equal values (the usual case) is 0 without arithmetic: not when
+    # both hold the same infinity, and ±0 are the same value
+    row9 = [rep.positions.index(9) for rep in reps]
+    assert torch.equal(reps[0].residual[0, row9[0]], reps[1].residual[0, row9[1]])
+    for rep, row in zip(reps, row9, strict=True):
+        rep.heads[0, row, 0, 0, 0] = float("inf")
+    row8 = [rep.positions.index(8) for rep in reps]
+    reps[0].residual[0, row8[0], 1, 0], reps[1].residual[0, row8[1], 1, 0] = -0.0, 0.0
     unit = Unit(
         chain.passes,
         [0, 1, 2, 3, 4],
@@ -303,6 +361,8 @@ def test_measuring_each_place_once_gives_the_per_pair_numbers(load, monkeypatch,
         for key, expected in want.items():
             torch.testing.assert_close(got[key][j], expected, rtol=0, atol=0, equal_nan=True)
     assert bool(got["ulps"][0].isnan().any()) and bool(got["distances"][0].isnan().any())
+    assert bool(got["head_noise"][3].isnan().any())  # inf - inf: NaN, not a shortcut's 0
+    assert float(got["noise"][2].abs().max()) == 0.0  # the equal floor of ±0
     assert int(got["argmax_a"][1]) == 0  # the first of the tied tokens
 
 

@@ -293,11 +293,16 @@ class CollapseProbe(Analyzer[Representations]):
         self.heads = heads
         self.logits = logits
         self._head_layers: tuple[int, ...] = ()
+        self._stacks: dict[str, _Stack] = {}  # hook name -> the stack its values go into
 
     def bind(self, adapter: "ModelAdapter") -> None:
         """Resolve the head layers for this model and check the hook points exist."""
         self._head_layers = _head_layers(self.heads, adapter.n_layers)
         super().bind(adapter)
+        wanted = self.hook_names(adapter)
+        residual = [n for n in wanted if n != names.LOGITS and not n.endswith("attn.hook_z")]
+        heads = [names.z(layer) for layer in self._head_layers]
+        self._stacks = {n: stack for stack in map(_Stack, (residual, heads)) for n in stack.keys}
 
     def hook_names(self, adapter: "ModelAdapter") -> list[str]:
         """Residual points, y_n, the chosen layers' ``hook_z`` and the logits."""
@@ -315,13 +320,20 @@ class CollapseProbe(Analyzer[Representations]):
         return [Part(f"CollapseProbe's {kept} kept positions", size, host=True)]
 
     def keep(self, name: str, activation: Tensor) -> Tensor:
-        """Only the kept positions, ``[batch, kept, ...]``, copied to the CPU."""
+        """Only the kept positions, ``[batch, kept, ...]``, copied to the CPU.
+
+        The residual points and the heads are copied straight into their run's stack
+        (:class:`_Stack`), so :meth:`compute` has nothing left to copy.
+        """
         index = _absolute(self.positions, activation.shape[1])
-        if index == list(range(index[0], index[0] + len(index))):  # a slice copies faster
-            picked = activation.detach()[:, index[0] : index[0] + len(index)].clone()
+        view = index == list(range(index[0], index[0] + len(index)))
+        if view:  # a slice: a view, copied once below
+            picked = activation.detach()[:, index[0] : index[0] + len(index)]
         else:
             picked = activation.detach()[:, index]  # a list index: always a new tensor
-        return picked.to("cpu")
+        stack = self._stacks.get(name)
+        slot = stack.put(name, picked) if stack is not None else None
+        return slot if slot is not None else picked.to("cpu", copy=view)
 
     def compute(self, run: RunRecord) -> Representations:
         """Stack what was kept into a :class:`Representations`."""
@@ -339,10 +351,10 @@ class CollapseProbe(Analyzer[Representations]):
         batch, kept = first.shape[:2]
         empty = first.new_zeros((batch, kept, 0))
         logits = run.activations.get(names.LOGITS, empty)
-        residual = _stack_releasing(run.activations, residual_names)
+        residual = _stacked(run.activations, residual_names)
         z_names = [names.z(layer) for layer in self._head_layers]
         if z_names:
-            heads = _stack_releasing(run.activations, z_names)
+            heads = _stacked(run.activations, z_names)
         else:
             heads = first.new_zeros((batch, kept, 0, 0, 0))
         run.activations[_RELEASED] = torch.empty(0)
@@ -363,6 +375,75 @@ class CollapseProbe(Analyzer[Representations]):
 
 
 _RELEASED = "__collapse_probe_released__"  # marks a run whose kept tensors compute() moved
+
+
+class _Stack:
+    """One run's ``[batch, kept, point, ...]`` CPU stack of a group of hook points.
+
+    The group's first point opens a stack for the run; every point of the group is then
+    copied into its slot, and the slot (a view) is what the run keeps. The stack closes
+    once every slot is filled. A point that does not fit the open stack (another shape or
+    dtype, or no stack open: the points fired in an unusual order) closes it and is copied
+    on its own, and :func:`_stacked` stacks that run as ``torch.stack`` would, so the
+    result is the same either way.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        self._index = {key: i for i, key in enumerate(keys)}
+        self._open: Tensor | None = None
+        self._filled: set[int] = set()
+
+    def put(self, name: str, picked: Tensor) -> Tensor | None:
+        """Copy ``picked`` into its slot of the open stack; None when it does not fit."""
+        i = self._index[name]
+        if i == 0:
+            shape = (*picked.shape[:2], len(self.keys), *picked.shape[2:])
+            self._open = torch.empty(shape, dtype=picked.dtype, device="cpu")
+            self._filled = set()
+        out = self._open
+        fits = (
+            out is not None
+            and i not in self._filled
+            and out.dtype == picked.dtype
+            and out.shape[:2] == picked.shape[:2]
+            and out.shape[3:] == picked.shape[2:]
+        )
+        if not fits:  # this run is stacked by _stacked's copy: keep nothing more here
+            self._open = None
+            return None
+        assert out is not None
+        slot = out[:, :, i]
+        slot.copy_(picked)
+        self._filled.add(i)
+        if len(self._filled) == len(self.keys):
+            self._open = None  # complete: nothing more goes into this run's stack
+        return slot
+
+
+def _stacked(kept: dict[str, Tensor], keys: list[str]) -> Tensor:
+    """``torch.stack([kept[k] for k in keys], dim=2)``, dropping the entries.
+
+    When every entry is its slot of one :class:`_Stack` (the usual case) that stack is
+    the answer, without a copy.
+    """
+    first = kept[keys[0]]
+    base = first._base
+    whole = (
+        base is not None
+        and base.dim() == first.dim() + 1
+        and base.shape[2] == len(keys)
+        and all(
+            kept[k]._base is base and kept[k].data_ptr() == base[:, :, i].data_ptr()
+            for i, k in enumerate(keys)
+        )
+    )
+    if not whole:
+        return _stack_releasing(kept, keys)
+    assert base is not None
+    for key in keys:
+        del kept[key]
+    return base
 
 
 def _stack_releasing(kept: dict[str, Tensor], keys: list[str]) -> Tensor:
