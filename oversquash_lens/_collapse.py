@@ -138,17 +138,54 @@ class _Places:
         return Side.cat([self.sides[q].rows([i]) for q, i in at])
 
 
+def _same_values(
+    reps: list[Representations], places: list[tuple[tuple[int, int], tuple[int, int]]]
+) -> list[bool]:
+    """Per pair of places: the same finite values at every point, head and logit.
+
+    The noise floor of such a pair is exactly 0 in every metric (the L1, L2 and L∞ of a
+    zero difference, and 1 − cos of a vector with itself), so it needs no float64 copy;
+    this is the usual case in float32. A NaN or an infinity takes the full route, where
+    they make the distances NaN.
+    """
+    if not places:
+        return []
+    equal = torch.ones(len(places), dtype=torch.bool)
+    for field in ("residual", "heads", "logits"):
+        a, b = (_rows_at(reps, [pair[side] for pair in places], field) for side in (0, 1))
+        equal &= (a == b).all(1) & a.isfinite().all(1)
+    return equal.tolist()
+
+
+def _rows_at(reps: list[Representations], where: list[tuple[int, int]], field: str) -> Tensor:
+    """``[places, -1]``: one kept field at each ``(pass, position)`` (views where it can)."""
+    rows = []
+    for q in dict.fromkeys(q for q, _ in where):  # passes in order of first use
+        rep = reps[q]
+        row_of = {pos: i for i, pos in enumerate(rep.positions)}
+        rows.append((q, take_rows(getattr(rep, field)[0], [row_of[p] for r, p in where if r == q])))
+    if len(rows) == 1:
+        return rows[0][1].flatten(1)
+    taken = {q: iter(t) for q, t in rows}
+    return torch.stack([next(taken[q]) for q, _ in where]).flatten(1)
+
+
 def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[str, Tensor]:
     """Metrics for every pair of a unit, ``[pairs, ...]``, compared in chunks.
 
     Each chunk's distinct places are prepared once: in a sweep pair k's longer side is
-    pair k + 1's shorter one, and the noise floor re-reads the shorter one.
+    pair k + 1's shorter one, and the noise floor re-reads the shorter one. A noise floor
+    between two places holding the same finite values is 0 without any arithmetic
+    (:func:`_same_values`).
     """
     chunks: list[dict[str, Tensor]] = []
     for start in range(0, len(unit.pairs), _CHUNK):
         stop = start + _CHUNK
         a_at, b_at, noise_at = unit.a[start:stop], unit.b[start:stop], unit.noise[start:stop]
         known = [j for j, n in enumerate(noise_at) if n is not None]
+        same = _same_values(reps, [noise_at[j] for j in known])  # type: ignore[misc]
+        zero = [j for j, equal in zip(known, same, strict=True) if equal]
+        known = [j for j, equal in zip(known, same, strict=True) if not equal]
         first = [noise_at[j][0] for j in known]  # type: ignore[index]
         second = [noise_at[j][1] for j in known]  # type: ignore[index]
         places = _Places(reps, {*a_at, *b_at, *first, *second}, fmt, {*a_at, *b_at})
@@ -158,6 +195,8 @@ def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[
             (len(noise_at), n_points, len(METRICS)), float("nan"), dtype=torch.float64
         )
         head_noise = torch.full_like(metrics["head_distances"], float("nan"))
+        if zero:  # every metric of two equal vectors
+            noise[zero], head_noise[zero] = 0.0, 0.0
         if known:
             floor, head_floor = floor_distances(places.rows(first), places.rows(second))
             noise[known], head_noise[known] = floor, head_floor

@@ -224,14 +224,14 @@ def pair_in_format(
     assert b.nan is not None
     if a.order.dtype in (torch.float64, torch.int64):  # ULP indices or float64's keys:
         # distances beyond 2^53 are not exact in float64 anyway, and int64 could overflow
-        ulps = (a.order.to(torch.float64) - b.order.to(torch.float64)).abs().amax(-1)
+        ulps = (a.order.to(torch.float64) - b.order.to(torch.float64)).abs_().amax(-1)
     else:  # keys fit the format's own integer width; their difference needs 64 bits
-        ulps = (a.order.to(torch.int64) - b.order).abs().amax(-1).to(torch.float64)
+        ulps = (a.order.to(torch.int64) - b.order).abs_().amax(-1).to(torch.float64)
     ulps = torch.where(a.nan | b.nan, float("nan"), ulps)
     if a.rounded is not None and b.rounded is not None:
-        linf = (a.rounded - b.rounded).abs().amax(-1)
+        linf = (a.rounded - b.rounded).abs_().amax(-1)
     elif linf is None:
-        linf = (a.values - b.values).abs().amax(-1)
+        linf = (a.values - b.values).abs_().amax(-1)
     return FormatComparison(
         bitwise_equal=ulps == 0, ulps=ulps, linf=linf, eps_ratio=linf / spec.epsilon
     )
