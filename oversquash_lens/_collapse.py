@@ -140,21 +140,21 @@ class _Places:
 
 def _same_values(
     reps: list[Representations], places: list[tuple[tuple[int, int], tuple[int, int]]]
-) -> list[bool]:
-    """Per pair of places: the same finite values at every point, head and logit.
+) -> bool:
+    """Whether every pair of places holds the same finite values at every point and head.
 
     The noise floor of such a pair is exactly 0 in every metric (the L1, L2 and L∞ of a
     zero difference, and 1 − cos of a vector with itself), so it needs no float64 copy;
-    this is the usual case in float32. A NaN or an infinity takes the full route, where
-    they make the distances NaN.
+    this is the usual case in float32. ``torch.equal`` reads both sides once and stops
+    at the first difference; a float64 sum is finite exactly when every element is (for
+    formats up to float32; a float64 sum that overflows only sends the chunk the long
+    way). A NaN or an infinity takes the full route, where they make the distances NaN.
     """
-    if not places:
-        return []
-    equal = torch.ones(len(places), dtype=torch.bool)
     for field in ("residual", "heads", "logits"):
         a, b = (_rows_at(reps, [pair[side] for pair in places], field) for side in (0, 1))
-        equal &= (a == b).all(1) & a.isfinite().all(1)
-    return equal.tolist()
+        if not torch.equal(a, b) or not bool(a.sum(dtype=torch.float64).isfinite()):
+            return False
+    return bool(places)
 
 
 def _rows_at(reps: list[Representations], where: list[tuple[int, int]], field: str) -> Tensor:
@@ -183,9 +183,9 @@ def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[
         stop = start + _CHUNK
         a_at, b_at, noise_at = unit.a[start:stop], unit.b[start:stop], unit.noise[start:stop]
         known = [j for j, n in enumerate(noise_at) if n is not None]
-        same = _same_values(reps, [noise_at[j] for j in known])  # type: ignore[misc]
-        zero = [j for j, equal in zip(known, same, strict=True) if equal]
-        known = [j for j, equal in zip(known, same, strict=True) if not equal]
+        zero: list[int] = []
+        if _same_values(reps, [noise_at[j] for j in known]):  # type: ignore[misc]
+            zero, known = known, []
         first = [noise_at[j][0] for j in known]  # type: ignore[index]
         second = [noise_at[j][1] for j in known]  # type: ignore[index]
         places = _Places(reps, {*a_at, *b_at, *first, *second}, fmt, {*a_at, *b_at})

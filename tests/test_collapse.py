@@ -329,16 +329,25 @@ def test_measuring_each_place_once_gives_the_per_pair_numbers(load, monkeypatch,
     assert torch.equal(reps[0].residual[0, row9[0]], reps[1].residual[0, row9[1]])
     for rep, row in zip(reps, row9, strict=True):
         rep.heads[0, row, 0, 0, 0] = float("inf")
-    row8 = [rep.positions.index(8) for rep in reps]
-    reps[0].residual[0, row8[0], 1, 0], reps[1].residual[0, row8[1], 1, 0] = -0.0, 0.0
+    for pos in (6, 8):
+        row = [rep.positions.index(pos) for rep in reps]
+        reps[0].residual[0, row[0], 1, 0], reps[1].residual[0, row[1], 1, 0] = -0.0, 0.0
     unit = Unit(
         chain.passes,
-        [0, 1, 2, 3, 4],
-        a=[(0, 3), (0, 4), (1, 7), (0, 2), (0, 9)],
-        b=[(0, 4), (0, 5), (0, 3), (1, 2), (0, 10)],
-        noise=[((0, 3), (1, 3)), None, ((1, 8), (0, 8)), ((0, 9), (1, 9)), ((0, 4), (1, 2))],
+        [0, 1, 2, 3, 4, 5, 6],
+        a=[(0, 3), (0, 4), (1, 7), (0, 2), (0, 5), (1, 6), (0, 9)],
+        b=[(0, 4), (0, 5), (0, 3), (1, 2), (0, 6), (0, 7), (0, 10)],
+        noise=[
+            ((0, 3), (1, 3)),
+            None,
+            ((1, 8), (0, 8)),
+            ((0, 9), (1, 9)),
+            ((0, 5), (1, 5)),  # this chunk's floors: equal values, ±0 included
+            ((0, 6), (1, 6)),
+            ((0, 4), (1, 2)),
+        ],
     )
-    monkeypatch.setattr(_collapse, "_CHUNK", 2)  # chunks of 2, 2 and 1 pairs
+    monkeypatch.setattr(_collapse, "_CHUNK", 2)  # chunks of 2, 2, 2 and 1 pairs
     got = _collapse._measure(reps, unit, spec)
 
     def at(place):
@@ -362,7 +371,7 @@ def test_measuring_each_place_once_gives_the_per_pair_numbers(load, monkeypatch,
             torch.testing.assert_close(got[key][j], expected, rtol=0, atol=0, equal_nan=True)
     assert bool(got["ulps"][0].isnan().any()) and bool(got["distances"][0].isnan().any())
     assert bool(got["head_noise"][3].isnan().any())  # inf - inf: NaN, not a shortcut's 0
-    assert float(got["noise"][2].abs().max()) == 0.0  # the equal floor of ±0
+    assert float(got["noise"][4:6].abs().max()) == 0.0  # equal floors, ±0 included
     assert int(got["argmax_a"][1]) == 0  # the first of the tied tokens
 
 
