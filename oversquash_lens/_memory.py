@@ -133,13 +133,20 @@ def free_bytes(device: torch.device) -> int | None:
 
 
 def _shortfall(
-    adapter: ModelAdapter, parts: list[Part], batch: int, n: int, *, recompute_hint: bool
+    adapter: ModelAdapter,
+    parts: list[Part],
+    batch: int,
+    n: int,
+    *,
+    recompute_hint: bool,
+    advice: str = "",
 ) -> str | None:
     """Why a run of these estimated ``parts`` would not fit (None: it fits, or no check).
 
     Per device: the parts held through the run plus the larger of the forward and the
     backward phase's parts (see ``analyzers._memory.needed``), against the free memory
-    or the :func:`memory_limit`. ``recompute_hint``: the message suggests checkpointing.
+    or the :func:`memory_limit`. ``recompute_hint``: the message suggests checkpointing;
+    ``advice``: the caller's own remedy, named first.
     """
     limit = _LIMIT.get()
     if limit is None:
@@ -172,7 +179,7 @@ def _shortfall(
         return (
             f"this run needs about {gib(nbytes)} of {where} but {gib(free)} is free "
             f"(batch {batch} × {n} tokens; largest parts: {listed}). Nothing has run. Use "
-            f"{recompute}a shorter prompt or a smaller batch, fewer probes or a smaller "
+            f"{advice}{recompute}a shorter prompt or a smaller batch, fewer probes or a smaller "
             "chunk_size, a bfloat16 model, or more devices (n_devices); the estimate is an "
             "upper bound: inside osl.memory_limit(None) the run is not checked"
         )
@@ -191,10 +198,12 @@ def check(
     eager: bool = True,
     extra: Sequence[Part] = (),
     checkpoint: bool = False,
+    advice: str = "",
 ) -> None:
     """Refuse, before any work, a run whose estimate exceeds the free memory.
 
-    ``extra`` adds parts the caller holds beside the run (a sweep's earlier passes).
+    ``extra`` adds parts the caller holds beside the run (a sweep's earlier passes);
+    ``advice`` is the caller's own remedy, named first in the message (ends with ", ").
 
     Raises:
         InsufficientMemoryError: Naming the estimate, its largest parts and the remedies.
@@ -213,7 +222,9 @@ def check(
         extra=extra,
         checkpoint=checkpoint,
     )
-    message = _shortfall(adapter, parts, batch, n, recompute_hint=grad and not checkpoint)
+    message = _shortfall(
+        adapter, parts, batch, n, recompute_hint=grad and not checkpoint, advice=advice
+    )
     if message is not None:
         raise InsufficientMemoryError(message)
 

@@ -99,7 +99,15 @@ def trace(
     batch, n = int(tokens.shape[0]) * (2 if attention == "both" else 1), int(tokens.shape[-1])
     recompute = memory.checkpoint_needed(adapter, [measured], batch, n, checkpoint)
     names = {measured.name: measured.hook_names(adapter)}
-    memory.check(adapter, [measured], names, batch, n, grad=True, checkpoint=recompute)
+    single = (
+        "attention='full' (one copy of the prompt, about half the memory: the full "
+        "sensitivity without its frozen and score parts), "
+        if attention == "both"
+        else ""
+    )
+    memory.check(
+        adapter, [measured], names, batch, n, grad=True, checkpoint=recompute, advice=single
+    )
     options["checkpoint"] = recompute
     skipped: dict[str, str] = {}
     paths = []

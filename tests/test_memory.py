@@ -175,6 +175,6 @@ def test_trace_refuses_its_gradient_pass_before_the_path_passes(tiny_llama: Any)
     )
     assert needs_paths < needs_grad
     with BlockCalls(model) as blocks, osl.memory_limit((needs_paths + needs_grad) // 2):
-        with pytest.raises(osl.InsufficientMemoryError):
-            osl.trace(model, tokens, probes=8)
+        with pytest.raises(osl.InsufficientMemoryError, match="attention='full'"):
+            osl.trace(model, tokens, probes=8)  # the advice: one copy of the prompt
     assert blocks.calls == 0
