@@ -7,7 +7,8 @@ Measured in one run, as ratios (these machines are noisy):
    the longest sequence. The two alternate for ``--rounds`` rounds, and each round's
    ratio is reported (their median is the headline), so a change in the machine's load
    moves both sides of a ratio. The first sweep on the freshly loaded model, which also
-   pays for the model's one-time probe pass, is timed on its own. Target: ≤ 2.2 (the
+   pays for the model's one-time probe pass, is timed on its own. Each round times a
+   forward pass before and after its sweep and divides by their mean. Target: ≤ 2.2 (the
    noise-floor pass makes 2 the floor).
 2. ``independent / shared``: the paper's protocol, one pass per sequence, over the same
    lengths. Running all 2N passes takes about an hour on a 2-core CPU at N = 1024, so by
@@ -15,6 +16,9 @@ Measured in one run, as ratios (these machines are noisy):
    one, starting at a random offset) and its total is estimated as
    ``mean time per length × N`` (unbiased for a systematic sample); ``--stride 1``
    measures every length, ``--stride 0`` skips it. Target: ≥ 50.
+3. Where a sweep's time goes: one more sweep with its two stages timed, the passes (the
+   model with the probe attached, both passes) and the comparisons, beside two plain
+   forward passes run just before it.
 
 Usage::
 
@@ -43,6 +47,39 @@ def _timed(fn, repeats: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def _stages(sweep, forward) -> dict[str, float]:
+    """One sweep's time split into its passes and its comparisons (module functions wrapped)."""
+    from oversquash_lens import _collapse
+
+    spent = {"passes": 0.0, "comparisons": 0.0}
+    originals = {"passes": _collapse._run_passes, "comparisons": _collapse._measure}
+
+    def timing(stage):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return originals[stage](*args, **kwargs)
+            finally:
+                spent[stage] += time.perf_counter() - start
+
+        return run
+
+    two_forwards = _timed(forward) + _timed(forward)
+    _collapse._run_passes, _collapse._measure = timing("passes"), timing("comparisons")
+    try:
+        total = _timed(sweep)
+    finally:
+        _collapse._run_passes, _collapse._measure = originals["passes"], originals["comparisons"]
+    return {
+        "sweep_s": round(total, 3),
+        "two_plain_forwards_s": round(two_forwards, 3),
+        "passes_s": round(spent["passes"], 3),
+        "comparisons_s": round(spent["comparisons"], 3),
+        "other_s": round(total - spent["passes"] - spent["comparisons"], 3),
+        "passes_over_two_forwards": round(spent["passes"] / two_forwards, 3),
+    }
 
 
 def main() -> None:
@@ -76,23 +113,33 @@ def main() -> None:
     with torch.no_grad():
         model(longest[:, :16])  # warm up
     rounds = []
-    for _ in range(args.rounds):
-        rounds.append((_timed(forward), _timed(sweep)))
-        print(f"forward {rounds[-1][0]:.2f} s, sweep {rounds[-1][1]:.2f} s", flush=True)
-    ratios = [s / f for f, s in rounds]
-    forward_s = statistics.median(f for f, _ in rounds)
-    shared = statistics.median(s for _, s in rounds)
+    for _ in range(args.rounds):  # forward, sweep, forward: the sweep over their mean
+        before, during, after = _timed(forward), _timed(sweep), _timed(forward)
+        rounds.append(((before + after) / 2, during, before, after))
+        print(f"forward {before:.2f} s / {after:.2f} s, sweep {during:.2f} s", flush=True)
+    ratios = [s / f for f, s, *_ in rounds]
+    forward_s = statistics.median(f for f, *_ in rounds)
+    shared = statistics.median(s for _, s, *_ in rounds)
     report = {
         "model": args.model,
         "backend": args.backend,
         "tokens_longest": int(longest.shape[1]),
         "lengths": f"1..{args.max_length}",
-        "rounds": [{"forward_s": round(f, 3), "shared_s": round(s, 3)} for f, s in rounds],
+        "rounds": [
+            {
+                "forward_s": round(f, 3),
+                "shared_s": round(s, 3),
+                "forward_before_s": round(b, 3),
+                "forward_after_s": round(a, 3),
+            }
+            for f, s, b, a in rounds
+        ],
         "forward_s": round(forward_s, 3),
         "shared_s": round(shared, 3),
         "shared_over_forward_per_round": [round(r, 3) for r in ratios],
         "shared_over_forward": round(statistics.median(ratios), 3),
     }
+    report["stages"] = _stages(sweep, forward)
     if first_call is not None:
         report["first_call_s"] = round(first_call, 3)
         report["first_call_over_forward"] = round(first_call / forward_s, 3)

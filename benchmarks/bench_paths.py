@@ -133,7 +133,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, adapter.d_vocab, (1, args.n), generator=gen)
     forward_recording_patterns(model, tokens[:, :32])  # warm-up
-    attention_paths(model, tokens, method=args.method)  # warm-up (caches weight norms)
+    attention_paths(model, tokens[:, :64], method=args.method)  # warm-up: weight norms cached
 
     forward_s, paths_s = [], []
     for _ in range(args.repeats):  # alternate, so load changes hit both alike
