@@ -110,18 +110,22 @@ class _Places:
     def __init__(
         self,
         reps: list[Representations],
+        rows_of: list[dict[int, int]],
         places: set[tuple[int, int]],
         fmt: FloatFormat,
         compared: set[tuple[int, int]],
     ) -> None:
-        """``compared``: the places also compared in ``fmt`` (the others: distances only)."""
+        """Prepare ``places``; ``compared``: those also compared in ``fmt``.
+
+        ``rows_of``: per pass, position -> row of its kept tensors (:func:`_rows_of`). The
+        places not compared in ``fmt`` are prepared for distances only.
+        """
         self.slots: dict[tuple[int, int], tuple[int, int]] = {}  # place -> (pass, row)
         self.sides: dict[int, Side] = {}
         for q in sorted({q for q, _ in places}):
             rep = reps[q]
-            row_of = {pos: i for i, pos in enumerate(rep.positions)}
             positions = sorted(pos for p, pos in places if p == q)
-            kept = [row_of[pos] for pos in positions]
+            kept = [rows_of[q][pos] for pos in positions]
             self.slots.update({(q, pos): (q, i) for i, pos in enumerate(positions)})
             residual, heads, logits = (
                 take_rows(t[0], kept) for t in (rep.residual, rep.heads, rep.logits)
@@ -138,8 +142,15 @@ class _Places:
         return Side.cat([self.sides[q].rows([i]) for q, i in at])
 
 
+def _rows_of(reps: list[Representations]) -> list[dict[int, int]]:
+    """Per pass, each kept position's row (built once per unit, read by every chunk)."""
+    return [{pos: i for i, pos in enumerate(rep.positions)} for rep in reps]
+
+
 def _same_values(
-    reps: list[Representations], places: list[tuple[tuple[int, int], tuple[int, int]]]
+    reps: list[Representations],
+    rows_of: list[dict[int, int]],
+    places: list[tuple[tuple[int, int], tuple[int, int]]],
 ) -> bool:
     """Whether every pair of places holds the same finite values at every point and head.
 
@@ -152,24 +163,40 @@ def _same_values(
     """
     if not places:
         return False
+    sides = [[pair[side] for pair in places] for side in (0, 1)]
+    rows = [
+        {
+            q: [rows_of[q][pos] for r, pos in where if r == q]
+            for q in dict.fromkeys(q for q, _ in where)
+        }
+        for where in sides
+    ]
     for field in ("residual", "heads", "logits"):
-        a, b = (_rows_at(reps, [pair[side] for pair in places], field) for side in (0, 1))
+        a, b = (
+            _rows_at(reps, where, by_pass, field)
+            for where, by_pass in zip(sides, rows, strict=True)
+        )
         if not torch.equal(a, b) or not bool(a.sum(dtype=torch.float64).isfinite()):
             return False
     return True
 
 
-def _rows_at(reps: list[Representations], where: list[tuple[int, int]], field: str) -> Tensor:
-    """``[places, -1]``: one kept field at each ``(pass, position)`` (views where it can)."""
-    rows = []
-    for q in dict.fromkeys(q for q, _ in where):  # passes in order of first use
-        rep = reps[q]
-        row_of = {pos: i for i, pos in enumerate(rep.positions)}
-        rows.append((q, take_rows(getattr(rep, field)[0], [row_of[p] for r, p in where if r == q])))
-    if len(rows) == 1:
-        return rows[0][1].flatten(1)
-    taken = {q: iter(t) for q, t in rows}
-    return torch.stack([next(taken[q]) for q, _ in where]).flatten(1)
+def _rows_at(
+    reps: list[Representations],
+    where: list[tuple[int, int]],
+    by_pass: dict[int, list[int]],
+    field: str,
+) -> Tensor:
+    """``[places, -1]``: one kept field at each ``(pass, position)`` of ``where``.
+
+    ``by_pass`` lists the places' rows per pass, in order; one pass holding them all
+    gives a view.
+    """
+    taken = {q: take_rows(getattr(reps[q], field)[0], index) for q, index in by_pass.items()}
+    if len(taken) == 1:
+        return next(iter(taken.values())).flatten(1)
+    rows = {q: iter(t) for q, t in taken.items()}
+    return torch.stack([next(rows[q]) for q, _ in where]).flatten(1)
 
 
 def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[str, Tensor]:
@@ -181,16 +208,17 @@ def _measure(reps: list[Representations], unit: Unit, fmt: FloatFormat) -> dict[
     (:func:`_same_values`).
     """
     chunks: list[dict[str, Tensor]] = []
+    rows_of = _rows_of(reps)
     for start in range(0, len(unit.pairs), _CHUNK):
         stop = start + _CHUNK
         a_at, b_at, noise_at = unit.a[start:stop], unit.b[start:stop], unit.noise[start:stop]
         known = [j for j, n in enumerate(noise_at) if n is not None]
         zero: list[int] = []
-        if _same_values(reps, [noise_at[j] for j in known]):  # type: ignore[misc]
+        if _same_values(reps, rows_of, [noise_at[j] for j in known]):  # type: ignore[misc]
             zero, known = known, []
         first = [noise_at[j][0] for j in known]  # type: ignore[index]
         second = [noise_at[j][1] for j in known]  # type: ignore[index]
-        places = _Places(reps, {*a_at, *b_at, *first, *second}, fmt, {*a_at, *b_at})
+        places = _Places(reps, rows_of, {*a_at, *b_at, *first, *second}, fmt, {*a_at, *b_at})
         metrics = compare_sides(places.rows(a_at), places.rows(b_at))
         n_points = metrics["distances"].shape[-2]
         noise = torch.full(

@@ -299,8 +299,7 @@ class CollapseProbe(Analyzer[Representations]):
         """Resolve the head layers for this model and check the hook points exist."""
         self._head_layers = _head_layers(self.heads, adapter.n_layers)
         super().bind(adapter)
-        wanted = self.hook_names(adapter)
-        residual = [n for n in wanted if n != names.LOGITS and not n.endswith("attn.hook_z")]
+        residual = _residual_names(self.hook_names(adapter))
         heads = [names.z(layer) for layer in self._head_layers]
         self._stacks = {n: stack for stack in map(_Stack, (residual, heads)) for n in stack.keys}
 
@@ -339,9 +338,7 @@ class CollapseProbe(Analyzer[Representations]):
         """Stack what was kept into a :class:`Representations`."""
         self.check_run(run)
         assert run.provenance is not None
-        residual_names = [
-            n for n in run.hook_names if n != names.LOGITS and not n.endswith("attn.hook_z")
-        ]
+        residual_names = _residual_names(run.hook_names)
         if _RELEASED in run.activations:
             raise IncompatibleRunError(
                 f"{self.name} already computed run {run.index} and released what it kept; "
@@ -375,6 +372,11 @@ class CollapseProbe(Analyzer[Representations]):
 
 
 _RELEASED = "__collapse_probe_released__"  # marks a run whose kept tensors compute() moved
+
+
+def _residual_names(hook_names: list[str]) -> list[str]:
+    """The residual points and y_n among a probe's hook names (not the heads, not logits)."""
+    return [n for n in hook_names if n != names.LOGITS and not n.endswith("attn.hook_z")]
 
 
 class _Stack:
