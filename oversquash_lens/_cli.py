@@ -256,9 +256,14 @@ def _paths(args: Any) -> int:
     model = _load(args)
     tokens = _tokens(args, model)
     heads = "mean" if args.method in OWN_HEADS else args.heads
-    result = attention_paths(model, tokens, method=args.method, heads=heads)
+    result = attention_paths(
+        model, tokens, method=args.method, heads=heads, product_dtype=args.product_dtype
+    )
     rows = result.summary().drop(columns=["batch"]).to_dict("records")
     payload: dict[str, Any] = {"n_tokens": int(tokens.shape[-1]), "rows": rows}
+    if result.rounding_relative is not None:
+        payload["product_dtype"] = result.product_dtype
+        payload["rounding_relative"] = float(result.rounding_relative[-1])
     folder = _out_folder(args)
     if folder is not None:
         payload["files"] = [str(result.save(folder / "paths"))]

@@ -343,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="mean",
         help="how heads combine (bound, rollout, context; the others keep their own rule)",
     )
+    p.add_argument(
+        "--product-dtype",
+        choices=["auto", "float64", "float32"],
+        default="auto",
+        help="dtype of the running path product (bound, rollout, context): auto is float64 "
+        "below 4096 tokens and float32 from there; results carry their rounding bound",
+    )
     _out(p)
 
     p = _sub(sub, "sensitivity", "Jacobian norms of the last token w.r.t. every input token")

@@ -29,6 +29,7 @@ def attention_paths(
     seed: int = 0,
     flow_budget: int = FLOW_BUDGET,
     mlp: str = "lipschitz",
+    product_dtype: str = "auto",
     prepend_bos: bool | None = None,
 ) -> PathResult:
     """Attention-path weights from every position to the last token, for one prompt.
@@ -52,6 +53,8 @@ def attention_paths(
         seed: Power-iteration seed (``certified``).
         flow_budget: Most max-flow work (``flow``).
         mlp: ``"lipschitz"`` or ``"power"`` MLP constants (``certified``).
+        product_dtype: ``"auto"``, ``"float64"`` or ``"float32"``: the running product's
+            dtype (bound, rollout, context; ``"auto"`` is float32 from 4096 positions).
         prepend_bos: Override the model's BOS default for text prompts.
 
     Returns:
@@ -77,6 +80,7 @@ def attention_paths(
         seed=seed,
         flow_budget=flow_budget,
         mlp=mlp,
+        product_dtype=product_dtype,
     )
     if method == "flow":  # fail before the pass, not after it
         check_flow_budget(tokens.shape[-1], ModelAdapter(model).n_layers, flow_budget)

@@ -126,6 +126,10 @@ def test_trace_paths_sensitivity(capsys, tmp_path: Path, backend: str) -> None:
     shares = [r["early"] + r["middle"] + r["late"] for r in paths["rows"]]
     assert shares == pytest.approx([1.0, 1.0], abs=1e-9)  # thirds partition the mass
     assert osl.PathResult.load(tmp_path / "paths.npz").weights.shape[-1] == paths["n_tokens"]
+    assert paths["product_dtype"] == "float64" and 0 < paths["rounding_relative"] < 1e-13
+    assert main(["paths", *common, "--prompt", "1 1 1", "--product-dtype", "float32"]) == 0
+    low = json.loads(capsys.readouterr().out)
+    assert low["product_dtype"] == "float32" and 1e-8 < low["rounding_relative"] < 1e-5
 
     argv = ["sensitivity", *common, "--task", "last_digit", "--n", "20", "--layers", "0,final"]
     assert main([*argv, "--method", "exact"]) == 0

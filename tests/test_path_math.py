@@ -5,6 +5,7 @@ hand-worked examples, or autograd Jacobians of a linear model where the bound is
 """
 
 import math
+from fractions import Fraction
 from functools import partial
 from types import SimpleNamespace
 
@@ -12,13 +13,15 @@ import pytest
 import torch
 
 from oversquash_lens import _hooknames as names
-from oversquash_lens.analyzers import RunRecord
+from oversquash_lens.analyzers import RunRecord, _path_math
 from oversquash_lens.analyzers._path_counts import log_path_counts, path_counts
 from oversquash_lens.analyzers._path_math import (
+    RoundingBound,
     _causal_head_sum,
     bound_constants,
     causal_matmul_,
     path_summary,
+    product_dtype,
     reduce_heads,
     transition_coefficients,
     uniform_path_weights,
@@ -148,6 +151,100 @@ def test_streamed_product_matches_dense_reference_for_every_method() -> None:
             product = heads.mean(0) @ product
             assert_close(result.weights[0, layer], product[-1])
             assert_close(result.head_weights[0, layer], per_head)
+
+
+# ---------------------------------------------------------------- float32 product, rounding bound
+# The float64 product's own bound (about 1e-14 relative here) is added to the float32 one:
+# the two routes then each lie within their bound of the same exact product.
+@pytest.mark.parametrize(
+    ("method", "heads"),
+    [("bound", "mean"), ("rollout", "max"), ("context", "mean"), ("bound", [0.5, 2.0, 1.5])],
+)
+def test_float32_product_stays_within_its_rounding_bound(method: str, heads) -> None:
+    gen = torch.Generator().manual_seed(7)
+    n, n_layers = 300, 6  # more than one block of 256 rows and columns
+    patterns = [random_causal(n, gen, 3)[None] for _ in range(n_layers)]
+    beta1 = [0.5, 1.0, 2.0, 1.0, 0.75, 1.5]
+    runs = {
+        dtype: stream(
+            AttentionPaths(method=method, heads=heads, beta1=beta1, product_dtype=dtype), patterns
+        )
+        for dtype in ("float64", "float32")
+    }
+    low, high = runs["float32"], runs["float64"]
+    assert (low.product_dtype, high.product_dtype) == ("float32", "float64")
+    error = (low.weights - high.weights).abs()
+    assert bool((error <= low.rounding_error + high.rounding_error).all())
+    assert float(error.max()) > 0  # the float32 route really multiplied in float32
+    assert float(high.rounding_relative[-1]) < 1e-12 < float(low.rounding_relative[-1]) < 1e-3
+
+
+def test_float32_underflow_is_inside_the_absolute_part_of_the_bound() -> None:
+    """Attention far below float32's range (context paths, no residual) underflows:
+    relative accuracy is lost there, and only the bound's absolute part covers it."""
+    gen = torch.Generator().manual_seed(3)
+    n, n_layers = 40, 4
+    scores = [torch.randn(1, n, n, generator=gen, dtype=F64) * 30 for _ in range(n_layers)]
+    mask = torch.ones(n, n, dtype=torch.bool).tril()
+    patterns = [s.masked_fill(~mask, -math.inf).softmax(-1)[None] for s in scores]
+    low = stream(AttentionPaths(method="context", product_dtype="float32"), patterns)
+    high = stream(AttentionPaths(method="context", product_dtype="float64"), patterns)
+    error = (low.weights - high.weights).abs()
+    assert bool((error <= low.rounding_error + high.rounding_error).all())
+    c = low.rounding_relative[None, :, None]
+    relative_only = c * low.weights / (1 - c) + high.rounding_error
+    assert bool((error > relative_only).any())  # the absolute part is needed, not decoration
+    assert float(high.weights.min()) < 1e-45  # below float32's smallest subnormal
+
+
+def test_rounding_bound_matches_its_closed_form() -> None:
+    """c_ℓ and t_ℓ against the recursion evaluated in exact rational arithmetic."""
+    n, heads, scale, rows = 1000, 4, 2.0, [1.0, 1.5, 0.5, 2.0, 1.0]
+    bound = RoundingBound(torch.float32, n, heads, scale)
+    for r in rows:
+        bound.push(r)
+    relative, absolute = bound.bounds()
+    u, u64 = Fraction(1, 2**24), Fraction(1, 2**53)
+    eta, eta64 = Fraction(1, 2**149), Fraction(1, 2**1074)
+    gamma = n * u / (1 - n * u)
+    g64 = n * u64 / (1 - n * u64)
+    steps = heads + 6
+    phi = (1 + u64) ** steps * (1 + u) - 1
+    xi = steps * eta64 * Fraction(scale) + eta
+    widen = (1 + u64) ** steps * (1 + g64) ** 2
+    c, t, largest = phi, xi, Fraction(1)
+    expected_c, expected_t = [c], [t]
+    for r in rows[1:]:
+        largest *= Fraction(rows[len(expected_c) - 1]) * widen
+        t = (1 + gamma) * (
+            t * ((1 + phi) * Fraction(r) * widen + n * xi) + n * xi * (1 + c) * largest
+        )
+        t += n * eta * (1 + gamma)
+        c = (1 + gamma) * (1 + phi) * (1 + c) - 1
+        expected_c.append(c)
+        expected_t.append(t)
+    for got, want in zip(
+        relative.tolist() + absolute.tolist(), expected_c + expected_t, strict=True
+    ):
+        assert want <= Fraction(got) <= want * (1 + Fraction(1, 10**9))  # rounded up, barely
+
+
+def test_product_dtype_choice() -> None:
+    assert product_dtype("auto", _path_math.FLOAT32_FROM - 1) == F64
+    assert product_dtype("auto", _path_math.FLOAT32_FROM) == torch.float32
+    assert product_dtype("float64", 10**6) == F64
+    with pytest.raises(ValueError, match="grow past float32's range"):
+        product_dtype("float32", 10, [2.0**60, 2.0**60])
+    assert product_dtype("auto", 10**5, [2.0**60, 2.0**60]) == F64
+    with pytest.raises(ValueError, match="product_dtype must be one of"):
+        product_dtype("half", 10)
+    torch.set_float32_matmul_precision("medium")  # oneDNN bfloat16, CUDA TF32
+    try:
+        assert product_dtype("auto", 10**5) == F64
+        with pytest.raises(ValueError, match=r"set_float32_matmul_precision\('highest'\)"):
+            product_dtype("float32", 10)
+    finally:
+        torch.set_float32_matmul_precision("highest")
 
 
 # ---------------------------------------------------------------- uniform worked example

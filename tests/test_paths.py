@@ -257,8 +257,10 @@ def test_result_round_trip_tables_and_plots(tmp_path: Path, load, backend: str) 
     result = attention_paths(model, model.to_tokens(["1 2 3 4", "5 6 7 8"]), heads="each")
     path = result.save(tmp_path / "paths")
     again = PathResult.load(path)
-    for field in ("weights", "uniform", "head_weights", "constant", "tokens"):
+    fields = ("weights", "uniform", "head_weights", "constant", "tokens", "rounding_relative")
+    for field in (*fields, "rounding_absolute"):
         assert torch.equal(getattr(again, field), getattr(result, field)), field
+    assert again.product_dtype == "float64"
     assert again.str_tokens == result.str_tokens and again.beta1 == result.beta1
     assert again.provenance == result.provenance and again.heads == "each"
     assert again.to_dataframe().equals(result.to_dataframe())
@@ -289,6 +291,55 @@ def test_result_round_trip_tables_and_plots(tmp_path: Path, load, backend: str) 
     rollout = attention_paths(model, "1 2", method="rollout")
     with pytest.raises(ValueError, match="heads='each'"):
         rollout.to_dataframe(per_head=True)
+
+
+# ---------------------------------------------------------------- product dtype
+def test_auto_product_dtype_is_float64_then_float32_within_its_bound(
+    load, backend: str, monkeypatch
+) -> None:
+    from oversquash_lens.analyzers import _path_math
+
+    model = load("tiny-llama", backend)
+    tokens = model.to_tokens(["1 2 3 4 5 6", "7 8 9 1 2 3"])
+    auto = attention_paths(model, tokens)
+    exact = attention_paths(model, tokens, product_dtype="float64")
+    assert auto.product_dtype == "float64" and torch.equal(auto.weights, exact.weights)
+    monkeypatch.setattr(_path_math, "FLOAT32_FROM", tokens.shape[-1])  # auto's switch point
+    switched = attention_paths(model, tokens)
+    low = attention_paths(model, tokens, product_dtype="float32")
+    assert switched.product_dtype == "float32" and torch.equal(switched.weights, low.weights)
+    error = (low.weights - exact.weights).abs()
+    assert bool((error <= low.rounding_error + exact.rounding_error).all())
+    assert float(error.max()) > 0
+    assert "float32 product" in low.headline()
+    each = attention_paths(model, tokens, heads="each")  # per-head rows keep float64
+    assert each.product_dtype == "float64"
+    with pytest.raises(ValueError, match="no rounding bound"):
+        _ = attention_paths(model, tokens, method="value").rounding_error
+
+
+def test_unsafe_float32_products_are_refused_before_the_pass(load, backend: str) -> None:
+    model = load("tiny-llama", backend)
+    for kwargs in ({"heads": "each"}, {"method": "value"}, {"method": "certified"}):
+        with pytest.raises(ValueError, match="applies to the running product"):
+            AttentionPaths(product_dtype="float32", **kwargs)
+    with pytest.raises(ValueError, match="product_dtype must be one of"):
+        AttentionPaths(product_dtype="bfloat16")
+    before = hook_registry(model)
+    calls = []
+    handle = model.blocks[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match="grow past float32's range"):
+            attention_paths(model, "1 2 3", beta1=1e-20, product_dtype="float32")
+        torch.set_float32_matmul_precision("medium")
+        try:
+            with pytest.raises(ValueError, match="TF32 or bfloat16"):
+                attention_paths(model, "1 2 3", product_dtype="float32")
+        finally:
+            torch.set_float32_matmul_precision("highest")
+    finally:
+        handle.remove()
+    assert calls == [] and leftover_hooks(model, before) == []  # refused before any work
 
 
 # ---------------------------------------------------------------- peak memory

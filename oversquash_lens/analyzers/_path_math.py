@@ -11,6 +11,10 @@ is a layer's attention (heads reduced to one causal matrix):
 The weight of all causal paths from position i to the last position through layers
 0..ℓ is the last row of P_ℓ = Ā(ℓ) ⋯ Ā(0). :class:`PathProduct` keeps P as a running
 product, one layer at a time, so only one n×n matrix per batch row lives between layers.
+
+The product is float64 up to ``FLOAT32_FROM`` positions and float32 from there (``"auto"``),
+where its n³/6 multiply-adds outgrow the forward pass. Every matrix in it is non-negative,
+so rounding has an elementwise bound (:class:`RoundingBound`) that every result carries.
 """
 
 import math
@@ -25,6 +29,162 @@ from .._types import LayerPathWeights, LayerValues, PathMatrix, PathRows, Patter
 METHODS = ("bound", "rollout", "context")
 HEAD_REDUCTIONS = ("mean", "max", "each")
 BLOCK = 256  # rows and columns per block of the triangular product (bench_paths.py times it)
+PRODUCT_DTYPES = ("auto", "float64", "float32")
+# "auto" multiplies in float32 from this many positions: at 2048 the float64 product is a
+# few percent of the forward pass, at 8192 about a third of it (benchmarks/README.md).
+FLOAT32_FROM = 4096
+Product = Float[Tensor, "batch query_pos key_pos"]  # a running product: float64 or float32
+_UNIT_ROUNDOFF = {torch.float64: 2.0**-53, torch.float32: 2.0**-24}
+_FLOAT32_LOG2_LARGEST = 100  # float32 weights stay below 2^100, far from its 2^128 limit
+_UNDERFLOW = {torch.float64: 2.0**-1074, torch.float32: 2.0**-149}  # subnormal spacing
+
+
+def float32_matmul_is_ieee() -> bool:
+    """Whether float32 matrix products round as IEEE float32 (no TF32 or bfloat16 passes).
+
+    ``torch.set_float32_matmul_precision("high")`` or ``("medium")`` lets CUDA use TF32
+    and oneDNN bfloat16, whose unit roundoff (2⁻¹¹, 2⁻⁸) voids the float32 bound.
+    """
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    if torch.backends.cuda.matmul.allow_tf32:
+        return False
+    backends = (torch.backends.cuda.matmul, getattr(torch.backends.mkldnn, "matmul", None))
+    return all(getattr(b, "fp32_precision", "none") in ("none", "ieee") for b in backends)
+
+
+def product_dtype(choice: str, n: int, growth: Sequence[float] = ()) -> torch.dtype:
+    """The dtype of the running path product for ``choice`` at ``n`` positions.
+
+    Args:
+        choice: ``"auto"`` (float32 from ``FLOAT32_FROM`` positions when float32 is safe,
+            else float64), ``"float64"`` or ``"float32"``.
+        n: Sequence length.
+        growth: An upper bound on each layer's largest row sum of Ā (a·S + b, with S the
+            heads' row sum): float32 is safe when their product stays far below its range.
+
+    Raises:
+        ValueError: For an unknown choice, or ``"float32"`` when it is not safe: float32
+            matrix products may use TF32 or bfloat16, or the weights could overflow.
+
+    Example:
+        >>> product_dtype("auto", 1024), product_dtype("float32", 1024)
+        (torch.float64, torch.float32)
+    """
+    if choice not in PRODUCT_DTYPES:
+        raise ValueError(f"product_dtype must be one of {PRODUCT_DTYPES}, got {choice!r}")
+    if choice == "float64" or (choice == "auto" and n < FLOAT32_FROM):
+        return torch.float64
+    problem = None
+    if not float32_matmul_is_ieee():
+        problem = (
+            "float32 matrix products may round through TF32 or bfloat16 "
+            f"(torch.get_float32_matmul_precision() is {torch.get_float32_matmul_precision()!r}"
+            "), which voids the weights' error bound: call "
+            "torch.set_float32_matmul_precision('highest')"
+        )
+    elif sum(math.log2(max(g, 1.0)) for g in growth) + 0.02 * len(growth) > _FLOAT32_LOG2_LARGEST:
+        problem = (
+            "the path weights could grow past float32's range (the layers' row sums "
+            f"multiply to up to 2^{sum(math.log2(max(g, 1.0)) for g in growth):.0f})"
+        )
+    elif n * _UNIT_ROUNDOFF[torch.float32] >= 0.5:
+        problem = f"{n} positions are too many for float32 accumulation"
+    if problem is None:
+        return torch.float32
+    if choice == "auto":
+        return torch.float64
+    raise ValueError(f"product_dtype='float32' is not safe here: {problem}; or use 'float64'")
+
+
+def _widen(log_factor: float) -> float:
+    """X from log(1 + x), rounded up (the bound's own float64 arithmetic is ~1e-15 relative)."""
+    return _up(math.expm1(log_factor))
+
+
+def _up(value: float) -> float:
+    """``value`` widened past the float64 rounding of the few operations that made it."""
+    return value * (1 + 1e-12)
+
+
+def largest_row_sum(transition: PathMatrix) -> float:
+    """The largest row sum of Ā over the batch (R_ℓ of :class:`RoundingBound`)."""
+    return float(transition.detach().sum(-1).amax())
+
+
+class RoundingBound:
+    """Tracks a bound on the rounding error of the running path product, layer by layer.
+
+    Every Ā(ℓ) and P_ℓ is non-negative, so rounding has an elementwise bound relative to
+    the exact product of the model's patterns: |P̂_ℓ − P_ℓ| ≤ c_ℓ·P_ℓ + t_ℓ. With unit
+    roundoff u and underflow unit η of the product's dtype (2⁻²⁴ and 2⁻¹⁴⁹ for float32):
+
+    - a product of non-negative matrices with inner length k ≤ n is within
+      γ_n = n·u/(1 − n·u) relative, plus n·η·(1 + γ_n) absolute (underflow), in any
+      summation order, with or without fused multiply-adds (Higham, *Accuracy and
+      Stability of Numerical Algorithms*, §3.5, with §2.1's underflow model);
+    - each Ā is formed in float64 from the patterns (at most H + 6 roundings per entry)
+      and, for a float32 product, rounded once more: relative φ, absolute ξ;
+    - then c_ℓ = (1 + γ_n)(1 + φ)(1 + c_{ℓ−1}) − 1 and
+      t_ℓ = (1 + γ_n)·[t_{ℓ−1}·((1 + φ)·R_ℓ + n·ξ) + n·ξ·(1 + c_{ℓ−1})·M_{ℓ−1}] + n·η·(1 + γ_n),
+      with R_ℓ the largest row sum of Ā(ℓ) (measured) and M_{ℓ−1} = Π_{k<ℓ} R_k, which bounds
+      every entry of P_{ℓ−1}.
+
+    The same bound holds for float64 products (u = 2⁻⁵³); it is then far below anything
+    a plot or a table shows.
+    """
+
+    def __init__(self, dtype: torch.dtype, n: int, n_heads: int, scale: float) -> None:
+        if dtype not in _UNIT_ROUNDOFF:
+            raise ValueError(f"the path product is float64 or float32, not {dtype}")
+        u, u64 = _UNIT_ROUNDOFF[dtype], _UNIT_ROUNDOFF[torch.float64]
+        if n * max(u, u64) >= 0.5:
+            raise ValueError(f"{n} positions are too many for a {dtype} path product")
+        self.n = n
+        converted = dtype != torch.float64
+        steps = n_heads + 6
+        # Every factor is 1 + x with x near u: kept as log(1 + x), so 1 + 2⁻⁵³ is not
+        # rounded to 1; _widen turns a log back into x, rounded up.
+        self.log_gamma = math.log1p(n * u / (1 - n * u))
+        self.log_phi = steps * math.log1p(u64) + (math.log1p(u) if converted else 0.0)
+        self.underflow = _up(n * _UNDERFLOW[dtype] * (1 + _widen(self.log_gamma)))
+        self.xi = steps * _UNDERFLOW[torch.float64] * max(1.0, scale)
+        self.xi = _up(self.xi + (_UNDERFLOW[dtype] if converted else 0.0))
+        self.row_factor = 1 + _widen(
+            steps * math.log1p(u64) + 2 * math.log1p(n * u64 / (1 - n * u64))
+        )
+        self.relative: list[float] = []
+        self.absolute: list[float] = []
+        self._log_c = 0.0
+        self._largest = 1.0  # M: bounds every entry of the exact product so far
+
+    def push(self, row_sum: float) -> None:
+        """Account for one more layer, given the largest row sum of its float64 Ā.
+
+        ``row_sum`` as :func:`largest_row_sum` computes it; it is widened here by the float64
+        rounding of that sum, so R_ℓ bounds the exact row sums.
+        """
+        rows = row_sum * self.row_factor
+        if not self.relative:
+            self._log_c = self.log_phi
+            self.absolute.append(self.xi)
+        else:
+            c, t = 1 + _widen(self._log_c), self.absolute[-1]
+            phi, gamma = 1 + _widen(self.log_phi), 1 + _widen(self.log_gamma)
+            self._log_c += self.log_gamma + self.log_phi
+            spread = t * (phi * rows + self.n * self.xi)
+            self.absolute.append(
+                _up(gamma * (spread + self.n * self.xi * c * self._largest) + self.underflow)
+            )
+        self.relative.append(_widen(self._log_c))
+        self._largest = _up(self._largest * rows)
+
+    def bounds(self) -> tuple[LayerValues, LayerValues]:
+        """``(relative, absolute)``, each ``[layer]`` float64."""
+        return (
+            torch.tensor(self.relative, dtype=torch.float64),
+            torch.tensor(self.absolute, dtype=torch.float64),
+        )
 
 
 def transition_coefficients(method: str, beta1: float = 1.0) -> tuple[float, float]:
@@ -140,7 +300,7 @@ def head_rows(
     return torch.matmul(rows, previous.to(rows.device))
 
 
-def causal_matmul_(left: PathMatrix, right: PathMatrix, block: int = BLOCK) -> PathMatrix:
+def causal_matmul_(left: Product, right: Product, block: int = BLOCK) -> Product:
     """``left @ right`` for lower-triangular matrices, written into ``left``.
 
     The product is lower triangular too, and its block (I, J) (J ≤ I, in blocks of
@@ -152,7 +312,7 @@ def causal_matmul_(left: PathMatrix, right: PathMatrix, block: int = BLOCK) -> P
 
     Args:
         left: ``[batch, n, n]`` lower triangular; overwritten with the product.
-        right: ``[batch, n, n]`` lower triangular.
+        right: ``[batch, n, n]`` lower triangular, of ``left``'s dtype.
         block: Rows and columns per block.
 
     Returns:
@@ -174,7 +334,10 @@ def causal_matmul_(left: PathMatrix, right: PathMatrix, block: int = BLOCK) -> P
 
 
 class PathProduct:
-    """The running product P_ℓ = Ā(ℓ) ⋯ Ā(0), one layer at a time.
+    """The running product P_ℓ = Ā(ℓ) ⋯ Ā(0), one layer at a time, in float64 or float32.
+
+    Each Ā is given in float64; a float32 product rounds it once and multiplies in float32
+    (:class:`RoundingBound` bounds the error of either).
 
     Example:
         >>> prod = PathProduct()
@@ -185,21 +348,28 @@ class PathProduct:
     """
 
     def __init__(self) -> None:
-        self.matrix: PathMatrix | None = None
+        self.matrix: Tensor | None = None
         self.n_layers = 0
+        self.dtype = torch.float64
+
+    def start(self, dtype: torch.dtype) -> None:
+        """Forget the product; multiply the next layers in ``dtype`` (float64 or float32)."""
+        self.clear()
+        self.dtype = dtype
 
     def push(self, transition: PathMatrix) -> None:
         """Multiply one more layer on the left; ``transition`` is taken over (overwritten)."""
+        step: Tensor = transition.to(self.dtype)
         if self.matrix is not None:
-            transition = causal_matmul_(transition, self.matrix.to(transition.device))
-        self.matrix = transition
+            step = causal_matmul_(step, self.matrix.to(step.device))
+        self.matrix = step
         self.n_layers += 1
 
     def last_row(self) -> PathRows:
-        """A CPU copy of the last row of P, ``[batch, key_pos]``."""
+        """A float64 CPU copy of the last row of P, ``[batch, key_pos]``."""
         if self.matrix is None:
             raise RuntimeError("no layer pushed yet")
-        return self.matrix[:, -1, :].to("cpu", copy=True)
+        return self.matrix[:, -1, :].to("cpu", torch.float64, copy=True)
 
     def clear(self) -> None:
         """Forget the product (frees its memory)."""

@@ -50,6 +50,12 @@ class PathResult(Result):
         str_tokens: Token strings of batch row 0.
         final_factor: ``[batch]`` float64, ``certified`` only: the final norm's
             ‖J_final(v_n(L))‖₂, the factor from the last block's bound to y_n's.
+        product_dtype: ``"float64"`` or ``"float32"``: the running product's dtype
+            (bound, rollout, context).
+        rounding_relative: ``[layer]`` float64 (bound, rollout, context): c_ℓ of the
+            rounding bound |weights − exact| ≤ c_ℓ·exact + t_ℓ, where exact is the product
+            of the model's patterns in exact arithmetic (see :attr:`rounding_error`).
+        rounding_absolute: ``[layer]`` float64: t_ℓ, the underflow part of that bound.
 
     For ``certified``, ``weights[b, ℓ, i]`` is already the bound on
     ‖∂v_n(ℓ+1)/∂v_i(0)‖₂ (spectral norm, frozen attention), not a path weight.
@@ -79,6 +85,9 @@ class PathResult(Result):
     tokens: Tokens | None = None
     str_tokens: tuple[str, ...] = ()
     final_factor: Float64[Tensor, " batch"] | None = None
+    product_dtype: str = "float64"
+    rounding_relative: LayerValues | None = None
+    rounding_absolute: LayerValues | None = None
 
     def __post_init__(self) -> None:
         if self.method not in PATH_METHODS:
@@ -96,6 +105,10 @@ class PathResult(Result):
             raise ValueError("head_weights is given exactly when heads == 'each'")
         if (self.method == "bound") != (self.constant is not None):
             raise ValueError("constant is given exactly when method == 'bound'")
+        if self.product_dtype not in ("float64", "float32"):
+            raise ValueError(f"product_dtype is 'float64' or 'float32', got {self.product_dtype!r}")
+        if (self.rounding_relative is None) != (self.rounding_absolute is None):
+            raise ValueError("rounding_relative and rounding_absolute come together")
         self.str_tokens = tuple(self.str_tokens)
 
     # ------------------------------------------------------------------ derived
@@ -116,6 +129,27 @@ class PathResult(Result):
         ``[batch, layer, pos]`` float64.
         """
         return self.weights / self.uniform
+
+    @property
+    def rounding_error(self) -> PathWeights:
+        """A bound on each weight's rounding error: ``[batch, layer, pos]`` float64.
+
+        |weights − exact| ≤ ``rounding_error``, with exact the path product of the model's
+        attention patterns in exact arithmetic (the bound of
+        :class:`~oversquash_lens.analyzers._path_math.RoundingBound`, evaluated at the
+        computed weights: c·w/(1 − c) + t/(1 − c)).
+
+        Raises:
+            ValueError: For results without a rounding bound (value, flow, certified, or
+                saved before it was kept).
+        """
+        if self.rounding_relative is None or self.rounding_absolute is None:
+            raise ValueError(
+                f"{self.method!r} results carry no rounding bound (bound, rollout and context do)"
+            )
+        c = self.rounding_relative[None, :, None]
+        t = self.rounding_absolute[None, :, None]
+        return (c * self.weights + t) / (1 - c)
 
     @property
     def sensitivity_bound(self) -> PathWeights:
@@ -141,10 +175,16 @@ class PathResult(Result):
 
     def headline(self) -> str:
         """Where the last layer's path weight lies (batch row 0)."""
-        return (
+        line = (
             f"{self.method} path weights to the last of {self.n_positions} tokens through "
             f"{self.n_layers} layers; after the last layer {share_line(self.weights[0, -1])}"
         )
+        if self.product_dtype == "float32" and self.rounding_relative is not None:
+            line += (
+                f" (float32 product: within {self.rounding_relative[-1].item():.1e} relative "
+                "of exact arithmetic)"
+            )
+        return line
 
     def summary(self) -> Any:
         """Per-layer summary statistics of the path-weight profile (as shares of the total).

@@ -26,9 +26,13 @@ from ._certified_weights import MLP_BOUNDS
 from ._memory import ModelShape, Part, path_product_bytes
 from ._path_math import (
     HEAD_REDUCTIONS,
+    PRODUCT_DTYPES,
     PathProduct,
+    RoundingBound,
     bound_constants,
     head_rows,
+    largest_row_sum,
+    product_dtype,
     reduce_heads,
     to_transition_,
     transition_coefficients,
@@ -44,6 +48,10 @@ if TYPE_CHECKING:  # a type only: these take any object with the adapter's attri
 OWN_HEADS = ("value", "flow", "certified")
 # What ``keep`` stores instead of rows when a pattern cannot extend the product.
 _CACHED_STEP, _OUT_OF_ORDER = 1.0, 2.0
+# Columns ``keep`` appends after the positions: R_ℓ, the product's bits, the heads.
+_EXTRA = 3
+_BITS = {torch.float64: 64.0, torch.float32: 32.0}
+PRODUCT_METHODS = ("bound", "rollout", "context")
 HeadSpec = str | Tensor | Sequence[float] | Sequence[Sequence[float]]
 Beta = float | Sequence[float]
 
@@ -95,6 +103,11 @@ class AttentionPaths(Analyzer[PathResult]):
             weights' spectral norms and the activation's slope at each position: fast,
             looser) or ``"power"`` (power iteration on the MLP itself: tight, ~10-70×
             slower).
+        product_dtype: The running product's dtype (``bound``, ``rollout``, ``context``):
+            ``"auto"`` (float64 below ``FLOAT32_FROM`` = 4096 positions, float32 from
+            there when it is safe), ``"float64"`` or ``"float32"``. Either way the result
+            carries a rigorous elementwise rounding bound (``PathResult.rounding_error``);
+            ``heads="each"`` always multiplies in float64.
 
     Example:
         >>> import oversquash_lens as osl
@@ -122,6 +135,7 @@ class AttentionPaths(Analyzer[PathResult]):
         seed: int = 0,
         flow_budget: int = FLOW_BUDGET,
         mlp: str = "lipschitz",
+        product_dtype: str = "auto",
     ) -> None:
         if method not in PATH_METHODS:
             raise ValueError(f"unknown path method {method!r}: choose one of {PATH_METHODS}")
@@ -130,7 +144,18 @@ class AttentionPaths(Analyzer[PathResult]):
                 f"heads applies to bound, rollout and context; {method} sums (value, "
                 "certified) or averages (flow) the heads itself: leave heads='mean'"
             )
+        if product_dtype not in PRODUCT_DTYPES:
+            raise ValueError(
+                f"product_dtype must be one of {PRODUCT_DTYPES}, got {product_dtype!r}"
+            )
+        if product_dtype == "float32" and (method not in PRODUCT_METHODS or heads == "each"):
+            raise ValueError(
+                "product_dtype='float32' applies to the running product of bound, rollout "
+                f"and context with heads other than 'each'; {method} with heads={heads!r} "
+                "keeps float64: leave product_dtype='auto'"
+            )
         self.method = method
+        self.product_dtype = product_dtype
         self.iterations = require_int("iterations", iterations, minimum=1)
         self.tol, self.seed = float(tol), require_int("seed", seed)
         self.flow_budget = require_int("flow_budget", flow_budget, minimum=1)
@@ -197,7 +222,10 @@ class AttentionPaths(Analyzer[PathResult]):
         Raises:
             UnsupportedArchitectureError: For a model whose attention is bidirectional
                 (the path product assumes causal, lower-triangular attention).
+            ValueError: For ``product_dtype="float32"`` where it is not safe.
         """
+        if self.product_dtype == "float32":  # refuse before any pass, not inside one
+            product_dtype("float32", 1, self._growth(adapter.n_layers, adapter.n_heads))
         if not adapter.is_causal:
             raise UnsupportedArchitectureError(
                 f"{adapter.info.name} attends bidirectionally: the attention-path analysis "
@@ -214,6 +242,27 @@ class AttentionPaths(Analyzer[PathResult]):
         self._per_layer(self.beta1, "beta1", adapter.n_layers)
         self._per_layer(self.beta2, "beta2", adapter.n_layers)
         self._scale(adapter.n_layers, adapter.n_heads)
+
+    def _growth(self, n_layers: int, n_heads: int) -> list[float]:
+        """Upper bounds on each layer's row sums of Ā (softmax rows sum to 1, slack 1%)."""
+        beta1 = self._per_layer(self.beta1, "beta1", n_layers)
+        scale = self._scale(n_layers, n_heads)
+        growth = []
+        for layer in range(n_layers):
+            a, b = transition_coefficients(self.method, beta1[layer])
+            heads = float(scale[layer].sum()) if scale is not None else 1.0
+            heads = float(n_heads) if self.heads == "max" else heads
+            growth.append(a * heads * 1.01 + b)
+        return growth
+
+    def _entry_scale(self, layer: int, n_layers: int, n_heads: int) -> float:
+        """The largest factor a pattern entry is multiplied by in forming Ā(layer)."""
+        a, _ = transition_coefficients(
+            self.method, self._per_layer(self.beta1, "beta1", n_layers)[layer]
+        )
+        scale = self._scale(n_layers, n_heads)
+        weight = float(scale[layer].max()) if scale is not None else 1.0
+        return max(1.0, a) * max(1.0, weight)
 
     def hook_names(self, adapter: "ModelAdapter") -> list[str]:
         """Every layer's attention pattern, in layer order (and what value/certified read)."""
@@ -280,8 +329,11 @@ class AttentionPaths(Analyzer[PathResult]):
         if activation.shape[-1] != activation.shape[-2]:
             self._reset(None)
             return torch.tensor([_CACHED_STEP], dtype=torch.float64)
+        n_heads, n = activation.shape[1], activation.shape[-1]
         if layer == 0:
             self._reset(0)
+            choice = "float64" if self.heads == "each" else self.product_dtype
+            self._product.start(product_dtype(choice, n, self._growth(n_layers, n_heads)))
         if layer != self._expected:
             self._reset(None)
             return torch.tensor([_OUT_OF_ORDER], dtype=torch.float64)
@@ -292,10 +344,13 @@ class AttentionPaths(Analyzer[PathResult]):
         previous = self._product.matrix
         per_head = head_rows(activation, a, b, previous) if self.heads == "each" else None
         transition = to_transition_(reduce_heads(activation, self.heads, weights), a, b)
+        row_sum = largest_row_sum(transition)
         self._product.push(transition)
         rows = self._product.last_row()[:, None, :]
         if per_head is not None:
             rows = torch.cat([rows, per_head.cpu()], dim=1)
+        extra = torch.tensor([row_sum, _BITS[self._product.dtype], float(n_heads)])
+        rows = torch.cat([rows, extra.to(rows.dtype).expand(*rows.shape[:2], _EXTRA)], dim=-1)
         self._expected = layer + 1
         if self._expected == n_layers:
             self._reset(None)  # the last layer: free the product now
@@ -348,7 +403,15 @@ class AttentionPaths(Analyzer[PathResult]):
         if self.method in OWN_HEADS:
             return self._proxy_result(run)
         n_layers = len(run.hook_names)
-        kept = torch.stack([run.activations[n] for n in run.hook_names], dim=1)
+        stacked = torch.stack([run.activations[n] for n in run.hook_names], dim=1)
+        kept, extra = stacked[..., :-_EXTRA], stacked[0, :, 0, -_EXTRA:].detach()
+        dtype = {bits: d for d, bits in _BITS.items()}[float(extra[0, 1])]
+        n_heads = int(extra[0, 2])
+        scale = max(self._entry_scale(layer, n_layers, n_heads) for layer in range(n_layers))
+        bound = RoundingBound(dtype, kept.shape[-1], n_heads, scale)
+        for row_sum in extra[:, 0].tolist():
+            bound.push(row_sum)
+        relative, absolute = bound.bounds()
         beta1 = self._per_layer(self.beta1, "beta1", n_layers)
         beta2 = self._per_layer(self.beta2, "beta2", n_layers)
         scale = self.head_scale
@@ -359,7 +422,7 @@ class AttentionPaths(Analyzer[PathResult]):
         for layer in range(n_layers):
             a, b = transition_coefficients(self.method, beta1[layer])
             coefficients.append((a * sums[layer], b))
-        bound = self.method == "bound"
+        is_bound = self.method == "bound"
         return PathResult(
             weights=kept[:, :, 0].contiguous(),
             uniform=uniform_path_weights(kept.shape[-1], coefficients),
@@ -368,13 +431,16 @@ class AttentionPaths(Analyzer[PathResult]):
             provenance=run.provenance,
             head_weights=kept[:, :, 1:].contiguous() if self.heads == "each" else None,
             head_scale=scale,
-            constant=bound_constants(beta2, self.beta3, self.sigma_psi) if bound else None,
-            beta1=beta1 if bound else (),
-            beta2=beta2 if bound else (),
+            constant=bound_constants(beta2, self.beta3, self.sigma_psi) if is_bound else None,
+            beta1=beta1 if is_bound else (),
+            beta2=beta2 if is_bound else (),
             beta3=self.beta3,
             sigma_psi=self.sigma_psi,
             tokens=run.tokens,
             str_tokens=tuple(run.str_tokens),
+            product_dtype=str(dtype).removeprefix("torch."),
+            rounding_relative=relative,
+            rounding_absolute=absolute,
         )
 
     def _proxy_result(self, run: RunRecord) -> PathResult:
