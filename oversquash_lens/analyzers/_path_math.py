@@ -76,6 +76,7 @@ def product_dtype(choice: str, n: int, growth: Sequence[float] = ()) -> torch.dt
     if choice == "float64" or (choice == "auto" and n < FLOAT32_FROM):
         return torch.float64
     problem = None
+    log2_growth = sum(math.log2(max(g, 1.0)) for g in growth)
     if not float32_matmul_is_ieee():
         problem = (
             "float32 matrix products may round through TF32 or bfloat16 "
@@ -83,10 +84,10 @@ def product_dtype(choice: str, n: int, growth: Sequence[float] = ()) -> torch.dt
             "), which voids the weights' error bound: call "
             "torch.set_float32_matmul_precision('highest')"
         )
-    elif sum(math.log2(max(g, 1.0)) for g in growth) + 0.02 * len(growth) > _FLOAT32_LOG2_LARGEST:
+    elif log2_growth + 0.02 * len(growth) > _FLOAT32_LOG2_LARGEST:
         problem = (
             "the path weights could grow past float32's range (the layers' row sums "
-            f"multiply to up to 2^{sum(math.log2(max(g, 1.0)) for g in growth):.0f})"
+            f"multiply to up to 2^{log2_growth:.0f})"
         )
     elif n * _UNIT_ROUNDOFF[torch.float32] >= 0.5:
         problem = f"{n} positions are too many for float32 accumulation"

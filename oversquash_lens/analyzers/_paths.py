@@ -255,13 +255,12 @@ class AttentionPaths(Analyzer[PathResult]):
             growth.append(a * heads * 1.01 + b)
         return growth
 
-    def _entry_scale(self, layer: int, n_layers: int, n_heads: int) -> float:
-        """The largest factor a pattern entry is multiplied by in forming Ā(layer)."""
-        a, _ = transition_coefficients(
-            self.method, self._per_layer(self.beta1, "beta1", n_layers)[layer]
-        )
+    def _entry_scale(self, n_layers: int, n_heads: int) -> float:
+        """The largest factor a pattern entry is multiplied by in forming any layer's Ā."""
+        beta1 = self._per_layer(self.beta1, "beta1", n_layers)
         scale = self._scale(n_layers, n_heads)
-        weight = float(scale[layer].max()) if scale is not None else 1.0
+        weight = float(scale.max()) if scale is not None else 1.0
+        a = max(transition_coefficients(self.method, beta)[0] for beta in beta1)
         return max(1.0, a) * max(1.0, weight)
 
     def hook_names(self, adapter: "ModelAdapter") -> list[str]:
@@ -407,8 +406,8 @@ class AttentionPaths(Analyzer[PathResult]):
         kept, extra = stacked[..., :-_EXTRA], stacked[0, :, 0, -_EXTRA:].detach()
         dtype = {bits: d for d, bits in _BITS.items()}[float(extra[0, 1])]
         n_heads = int(extra[0, 2])
-        scale = max(self._entry_scale(layer, n_layers, n_heads) for layer in range(n_layers))
-        bound = RoundingBound(dtype, kept.shape[-1], n_heads, scale)
+        entry_scale = self._entry_scale(n_layers, n_heads)
+        bound = RoundingBound(dtype, kept.shape[-1], n_heads, entry_scale)
         for row_sum in extra[:, 0].tolist():
             bound.push(row_sum)
         relative, absolute = bound.bounds()
